@@ -1,0 +1,44 @@
+"""Configuration read from the environment, with the embedded defaults."""
+import os
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("MPM_DATA_DIR", "instance")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def from_environment() -> dict:
+    """Settings for create_app; tests pass their own dict on top of this."""
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{data_dir() / 'mpm.sqlite3'}"
+    # Heroku-style URLs name the old driver; psycopg 3 is the one installed.
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://"):]
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    return {
+        "SECRET_KEY": os.environ.get("MPM_SECRET_KEY", "dev-only-change-me"),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        # Where providers post delivery reports: the public base URL of this server.
+        "PUBLIC_BASE_URL": os.environ.get("MPM_PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": os.environ.get("MPM_HTTPS", "") == "1",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "CUSTOMERS_PER_PAGE": _int("MPM_CUSTOMERS_PER_PAGE", 25),
+        "SMS_MAX_SEGMENTS": _int("MPM_SMS_MAX_SEGMENTS", 6),
+        "SMS_MAX_ATTEMPTS": _int("MPM_SMS_MAX_ATTEMPTS", 5),
+        "SMS_RETRY_BASE_SECONDS": _int("MPM_SMS_RETRY_BASE_SECONDS", 30),
+        "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 100),
+        "GATEWAY_TIMEOUT_SECONDS": float(os.environ.get("MPM_GATEWAY_TIMEOUT", "10")),
+        # The local gateway simulator is a development tool: only the embedded run sets it.
+        "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),
+        "RATELIMIT_STORAGE_URI": os.environ.get("MPM_RATELIMIT_STORAGE_URI", "memory://"),
+    }

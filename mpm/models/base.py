@@ -1,0 +1,19 @@
+"""Shared column helpers for the models."""
+from datetime import datetime, timezone
+
+from sqlalchemy import DateTime, ForeignKey
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TenantMixin:
+    """Every business row belongs to one company; every query filters on it."""
+
+    company_id: Mapped[int] = mapped_column(ForeignKey("company.id"), index=True)
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,110 @@
+"""Messages, their append-only event log, gateway settings and broadcasts."""
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mpm.extensions import db
+from mpm.models.base import TenantMixin, TimestampMixin, utcnow
+from mpm.models.people import Person
+
+
+class Sms(TenantMixin, db.Model):
+    """One SMS to or from one number. Status rules live in mpm.messaging.status."""
+
+    __table_args__ = (
+        # History pages: newest first per company, keyset on (created_at, id).
+        Index("ix_sms_company_created", "company_id", "created_at", "id"),
+        Index("ix_sms_company_status", "company_id", "status"),
+        Index("ix_sms_person_created", "person_id", "created_at"),
+        Index("ix_sms_broadcast_status", "broadcast_id", "status"),
+        Index("ix_sms_gateway_message", "gateway", "provider_message_id"),
+        Index("ix_sms_due", "status", "next_attempt_at"),
+        # Same trigger object never produces two messages (e.g. a transaction posted twice).
+        UniqueConstraint("company_id", "dedupe_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    direction: Mapped[str] = mapped_column(String(8), default="outbound")  # outbound / inbound
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id", ondelete="SET NULL"))
+    number: Mapped[str] = mapped_column(String(20))  # E.164 of the other party
+    body: Mapped[str] = mapped_column(Text)
+    encoding: Mapped[str] = mapped_column(String(8), default="GSM-7")  # GSM-7 / UCS-2
+    segments: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    gateway: Mapped[str | None] = mapped_column(String(32))
+    provider_message_id: Mapped[str | None] = mapped_column(String(120))
+    cost: Mapped[str | None] = mapped_column(String(32))  # as the provider states it, e.g. "KES 0.8000"
+    trigger: Mapped[str] = mapped_column(String(20), default="manual")
+    trigger_id: Mapped[int | None] = mapped_column(Integer)
+    dedupe_key: Mapped[str | None] = mapped_column(String(120))
+    broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcast.id", ondelete="SET NULL"))
+    sender_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    lane: Mapped[str] = mapped_column(String(8), default="high")  # high / bulk RQ queue
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Gateways already tried for the current round, so fallback never loops back.
+    tried_gateways: Mapped[list] = mapped_column(JSON, default=list)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # inbound: staff saw it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    person: Mapped[Person | None] = relationship()
+    events: Mapped[list["SmsEvent"]] = relationship(
+        back_populates="sms", order_by="SmsEvent.id", cascade="all, delete-orphan"
+    )
+
+
+class SmsEvent(TenantMixin, db.Model):
+    """Append-only: every status change, gateway attempt and callback of one SMS."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sms_id: Mapped[int] = mapped_column(ForeignKey("sms.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # status / attempt / callback / note
+    status: Mapped[str | None] = mapped_column(String(12))
+    gateway: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    sms: Mapped[Sms] = relationship(back_populates="events")
+
+
+class GatewaySetting(TenantMixin, TimestampMixin, db.Model):
+    """One row per company and gateway: on/off, encrypted credentials, last check."""
+
+    __table_args__ = (UniqueConstraint("company_id", "gateway"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Fernet token of a JSON object; never the plain credentials.
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Random per-company secret that callback URLs carry.
+    callback_secret: Mapped[str] = mapped_column(String(64))
+    valid: Mapped[bool] = mapped_column(Boolean, default=False)
+    validation_message: Mapped[str] = mapped_column(Text, default="")
+    validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Non-secret options (sandbox/live, quotas, send rate…).
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Broadcast(TenantMixin, TimestampMixin, db.Model):
+    STATES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    # {"mini_grid_ids": [...], "group_ids": [...], "type_ids": [...], "person_ids": [...]}
+    audience: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(12), default="draft")
+    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    quiet_hours: Mapped[dict | None] = mapped_column(JSON)  # {"start": "21:00", "end": "07:00"}
+    validity_hours: Mapped[int] = mapped_column(Integer, default=24)
+    recipient_count: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_cost: Mapped[float | None] = mapped_column(Numeric(12, 4))
+    # Resume point of the fan-out: last person id expanded into Sms rows.
+    expanded_through_person_id: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

