@@ -151,3 +151,18 @@ def logged_in(client, admin):
     """A client logged in as an admin of `company`."""
     login(client, admin.email)
     return client
+
+
+def run_jobs(app) -> int:
+    """Run every queued RQ job with a real worker on the real Redis, until the queues are empty.
+    Returns how many jobs ran (scheduled retries that are not due yet stay scheduled)."""
+    from rq import SimpleWorker
+
+    from mpm.queue import LANES, AppContextJob, queue, use_app_for_jobs
+
+    use_app_for_jobs(app)
+    with app.app_context():
+        queues = [queue(lane) for lane in LANES]
+        worker = SimpleWorker(queues, connection=queues[0].connection, job_class=AppContextJob)
+    worker.work(burst=True)
+    return worker.successful_job_count + worker.failed_job_count

@@ -1,7 +1,9 @@
 """All models, imported here so metadata (and Alembic) sees every table."""
 from mpm.models.company import ApiToken, AuditEntry, Company, User
 from mpm.models.people import CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
-from mpm.models.sms import Broadcast, GatewaySetting, Sms, SmsEvent
+from mpm.models.broadcast import Broadcast
+from mpm.models.gateway import GatewaySetting
+from mpm.models.sms import Sms, SmsEvent
 
 __all__ = [
     "ApiToken", "AuditEntry", "Broadcast", "Company", "CustomerGroup", "CustomerType",

@@ -1,11 +1,11 @@
-"""Messages, their append-only event log, gateway settings and broadcasts."""
+"""Messages and their append-only event log."""
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mpm.extensions import db
-from mpm.models.base import TenantMixin, TimestampMixin, utcnow
+from mpm.models.base import TenantMixin, utcnow
 from mpm.models.people import Person
 
 
@@ -69,42 +69,3 @@ class SmsEvent(TenantMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     sms: Mapped[Sms] = relationship(back_populates="events")
-
-
-class GatewaySetting(TenantMixin, TimestampMixin, db.Model):
-    """One row per company and gateway: on/off, encrypted credentials, last check."""
-
-    __table_args__ = (UniqueConstraint("company_id", "gateway"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    gateway: Mapped[str] = mapped_column(String(32))
-    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Fernet token of a JSON object; never the plain credentials.
-    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
-    # Random per-company secret that callback URLs carry.
-    callback_secret: Mapped[str] = mapped_column(String(64))
-    valid: Mapped[bool] = mapped_column(Boolean, default=False)
-    validation_message: Mapped[str] = mapped_column(Text, default="")
-    validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Non-secret options (sandbox/live, quotas, send rate…).
-    options: Mapped[dict] = mapped_column(JSON, default=dict)
-
-
-class Broadcast(TenantMixin, TimestampMixin, db.Model):
-    STATES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
-    body: Mapped[str] = mapped_column(Text)
-    # {"mini_grid_ids": [...], "group_ids": [...], "type_ids": [...], "person_ids": [...]}
-    audience: Mapped[dict] = mapped_column(JSON, default=dict)
-    state: Mapped[str] = mapped_column(String(12), default="draft")
-    scheduled_for: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    quiet_hours: Mapped[dict | None] = mapped_column(JSON)  # {"start": "21:00", "end": "07:00"}
-    validity_hours: Mapped[int] = mapped_column(Integer, default=24)
-    recipient_count: Mapped[int] = mapped_column(Integer, default=0)
-    estimated_cost: Mapped[float | None] = mapped_column(Numeric(12, 4))
-    # Resume point of the fan-out: last person id expanded into Sms rows.
-    expanded_through_person_id: Mapped[int] = mapped_column(Integer, default=0)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,1 @@
+"""Messaging domain: body encoding, status rules, queueing and dispatch of SMS."""
