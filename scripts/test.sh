@@ -36,10 +36,10 @@ export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
 # A private PostgreSQL cluster on loopback, owned by the postgres user.
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PG_PORT=$(free_port)
-mkdir "$run_dir/pg" && chown postgres "$run_dir/pg"
+mkdir "$run_dir/pg" "$run_dir/pgsock" && chown postgres "$run_dir/pg" "$run_dir/pgsock"
 su postgres -c "$PGBIN/initdb -D $run_dir/pg -A trust -U postgres -E UTF8" >/dev/null
 su postgres -c "$PGBIN/pg_ctl -D $run_dir/pg -l $run_dir/pg/server.log -w start \
-  -o '-p $PG_PORT -k $run_dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off'" >/dev/null
+  -o '-p $PG_PORT -k $run_dir/pgsock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off'" >/dev/null
 PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 
 mkdir -p test-output
