@@ -4,8 +4,12 @@ from mpm.models.people import CustomerGroup, CustomerType, MiniGrid, Person, Pho
 from mpm.models.broadcast import Broadcast
 from mpm.models.gateway import GatewaySetting
 from mpm.models.sms import Sms, SmsEvent
+from mpm.models.transactions import Transaction
+from mpm.models.maintenance import MaintenanceTicket, TicketComment
+from mpm.models.templates import SmsTemplate
 
 __all__ = [
     "ApiToken", "AuditEntry", "Broadcast", "Company", "CustomerGroup", "CustomerType",
     "GatewaySetting", "MiniGrid", "Person", "PhoneNumber", "Sms", "SmsEvent", "User",
+    "Transaction", "MaintenanceTicket", "TicketComment", "SmsTemplate",
 ]
