@@ -1,7 +1,7 @@
 """MPM Messaging: the SMS module of MicroPowerManager."""
 from pathlib import Path
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -19,6 +19,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
+    from mpm.security import init_security
+
+    init_security(app)  # after the blueprints: it wraps the login view with its rate limits
     register_template_helpers(app)
     register_security_headers(app)
     from mpm.cli import register_commands
@@ -92,6 +95,14 @@ def register_security_headers(app: Flask) -> None:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
+            "base-uri 'self'; form-action 'self'; object-src 'none'",
         )
+        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        if app.config.get("SESSION_COOKIE_SECURE"):
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        # Pages of a logged-in user hold customer data: no copy in a shared computer's cache.
+        if response.mimetype == "text/html" and request.endpoint != "static":
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
