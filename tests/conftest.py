@@ -166,3 +166,26 @@ def run_jobs(app) -> int:
         worker = SimpleWorker(queues, connection=queues[0].connection, job_class=AppContextJob)
     worker.work(burst=True)
     return worker.successful_job_count + worker.failed_job_count
+
+
+def enable_gateway(company: Company, key: str, credentials: dict | None = None, options: dict | None = None,
+                   valid: bool = True):
+    """Store an enabled GatewaySetting with encrypted credentials (inside an app context)."""
+    from mpm.gateways.credentials import encrypt
+    from mpm.gateways.registry import gateway_setting
+
+    setting = gateway_setting(company.id, key)
+    setting.enabled = True
+    setting.valid = valid
+    setting.credentials_encrypted = encrypt(credentials if credentials is not None else DEFAULT_CREDENTIALS[key])
+    setting.options = dict(options or {})
+    db.session.commit()
+    return setting
+
+
+DEFAULT_CREDENTIALS = {
+    "africastalking": {"api_key": "at-test-key", "username": "mpmtest"},
+    "textbee": {"api_key": "tb-test-key", "device_id": "dev-1", "webhook_secret": "tb-webhook-secret"},
+    "viber": {"auth_token": "viber-test-token"},
+    "android": {"fcm_server_key": "fcm-test-key", "device_token": "phone-token"},
+}

@@ -26,6 +26,9 @@ class SendResult:
     provider_message_id: str | None = None
     cost: str | None = None
     detail: str = ""  # what the provider said, for the message's event log
+    # The provider says this recipient cannot be reached through it at all (Viber: not subscribed):
+    # the dispatcher falls back for this message and remembers it for the person.
+    recipient_unreachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class GatewayConfig:
     credentials: dict
     options: dict = field(default_factory=dict)
     callback_base_url: str = ""  # e.g. https://host/api/africas-talking/callback/<company>/<secret>
+    timeout: float = 10.0  # read timeout of one provider request, seconds
+    connect_timeout: float = 5.0
 
 
 class Gateway(Protocol):

@@ -1,0 +1,168 @@
+"""TextBee: SMS sent by an Android phone running the TextBee app, through textbee.dev's API.
+
+Credentials (encrypted): `api_key`, `device_id` (the phone's id in TextBee), `webhook_secret`
+(the signing secret of the webhook subscription; webhooks are refused without it).
+Options: `daily_quota` (default 50) and `monthly_quota` (default 300), the TextBee plan's limits,
+counted here per company: once spent the gateway counts as unavailable and sending falls back;
+`send_rate` (messages/s across all workers, default 2: a phone drops what exceeds its carrier's
+pace); `base_url` (only the local simulator sets it).
+
+Send: POST {base}/gateway/devices/{device_id}/send-sms with header x-api-key and JSON
+{"recipients": [number], "message": body}; one request per message so the smsBatchId of the
+answer identifies it. Delivery comes from the signed webhook (X-Signature: hex HMAC-SHA256 of
+the raw body with the webhook secret), events MESSAGE_SENT / MESSAGE_DELIVERED / MESSAGE_FAILED /
+MESSAGE_RECEIVED.
+"""
+import hashlib
+import hmac
+import json
+
+import requests
+
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
+                               IncomingMessage, OutboundMessage, SendResult)
+
+LIVE_URL = "https://api.textbee.dev/api/v1"
+DEFAULT_DAILY_QUOTA = 50
+DEFAULT_MONTHLY_QUOTA = 300
+
+EVENT_STATUSES = {"MESSAGE_SENT": "sent", "MESSAGE_DELIVERED": "delivered", "MESSAGE_FAILED": "failed"}
+
+_http = requests.Session()
+
+
+class WebhookRefused(Exception):
+    """Forged, unsigned or malformed webhook; str() says which, for the log."""
+
+
+class TextBeeGateway:
+    key = "textbee"
+    label = "TextBee SMS Gateway"
+    deprecated = False
+    credential_fields = ("api_key", "device_id", "webhook_secret")
+    option_fields = ("daily_quota", "monthly_quota", "send_rate")
+    default_send_rate = 2.0
+
+    def base_url(self, config: GatewayConfig) -> str:
+        return (config.options.get("base_url") or LIVE_URL).rstrip("/")
+
+    def quotas(self, config: GatewayConfig) -> dict[str, int]:
+        """Plan limits counted by the dispatcher: {"day": n, "month": n}."""
+        return {"day": int(config.options.get("daily_quota") or DEFAULT_DAILY_QUOTA),
+                "month": int(config.options.get("monthly_quota") or DEFAULT_MONTHLY_QUOTA)}
+
+    def can_reach(self, message: OutboundMessage) -> bool:
+        return True
+
+    def _headers(self, config: GatewayConfig) -> dict:
+        return {"x-api-key": config.credentials.get("api_key", ""), "Accept": "application/json"}
+
+    def send_batch(self, messages: list[OutboundMessage], config: GatewayConfig) -> list[SendResult]:
+        results = []
+        for message in messages:
+            result, whole_gateway_down = self._send_one(message, config)
+            results.append(result)
+            if whole_gateway_down:
+                # Unreachable or refusing the key: do not wait for a timeout per message.
+                results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=result.detail)
+                               for m in messages[len(results):])
+                break
+        return results
+
+    def _send_one(self, message: OutboundMessage, config: GatewayConfig) -> tuple[SendResult, bool]:
+        device = config.credentials.get("device_id", "")
+        url = f"{self.base_url(config)}/gateway/devices/{device}/send-sms"
+        try:
+            response = _http.post(url, json={"recipients": [message.number], "message": message.body},
+                                  headers=self._headers(config), timeout=(config.connect_timeout, config.timeout))
+        except requests.Timeout:
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee did not answer within {config.timeout:g} s"), True
+        except requests.RequestException as exc:
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee could not be reached ({type(exc).__name__})"), True
+        text = response.text.strip()[:200]
+        if response.status_code in (401, 403):
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee refused the API key (HTTP {response.status_code})"), True
+        if response.status_code == 429:
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee limit reached (HTTP 429): {text}"), True
+        if response.status_code == 400 and "recipient" in text.lower():
+            return SendResult(message.sms_id, REJECTED, detail=f"TextBee rejected the number: {text}"), False
+        if response.status_code >= 300:
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee answered HTTP {response.status_code}: {text}"), response.status_code >= 500
+        try:
+            data = response.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee answered something unexpected: {text}"), False
+        batch_id = data.get("smsBatchId") if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("failureCount") and not data.get("successCount"):
+            return SendResult(message.sms_id, GATEWAY_ERROR, detail="TextBee could not push the message to the phone"), False
+        said = data.get("message", "accepted") if isinstance(data, dict) else "accepted"
+        return SendResult(message.sms_id, ACCEPTED, provider_message_id=batch_id, detail=f"TextBee: {said}"), False
+
+    def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
+        device_id = config.credentials.get("device_id", "").strip()
+        if not config.credentials.get("api_key") or not device_id:
+            return CredentialCheck(False, "Enter the API key and the device id shown in your TextBee dashboard.")
+        try:
+            response = _http.get(f"{self.base_url(config)}/gateway/devices", headers=self._headers(config),
+                                 timeout=(config.connect_timeout, config.timeout))
+        except requests.Timeout:
+            return CredentialCheck(False, f"TextBee did not answer within {config.timeout:g} seconds. Try again later.")
+        except requests.RequestException:
+            return CredentialCheck(False, "TextBee could not be reached (network error). "
+                                          "Check this server's internet connection.")
+        if response.status_code in (401, 403):
+            return CredentialCheck(False, "TextBee refused the API key: copy it again from the TextBee dashboard.")
+        try:
+            devices = response.json()["data"]
+        except (ValueError, KeyError, TypeError):
+            return CredentialCheck(False, f"TextBee answered HTTP {response.status_code} with something unexpected.")
+        device = next((d for d in devices if str(d.get("_id")) == device_id), None)
+        if device is None:
+            known = ", ".join(str(d.get("_id")) for d in devices) or "none"
+            return CredentialCheck(False, f"The API key works, but no device {device_id} is registered on this "
+                                          f"TextBee account (devices: {known}).")
+        name = " ".join(str(device.get(k)) for k in ("brand", "model") if device.get(k)) or device_id
+        if device.get("enabled") is False:
+            return CredentialCheck(False, f"The device {name} is disabled in TextBee: enable it in the TextBee app.")
+        if not config.credentials.get("webhook_secret"):
+            return CredentialCheck(True, f"Connected to TextBee device {name}. Add the webhook signing secret "
+                                         "to receive delivery reports.")
+        return CredentialCheck(True, f"Connected to TextBee device {name}.")
+
+    def webhook_payload(self, raw_body: bytes, signature: str | None, config: GatewayConfig) -> dict:
+        secret = config.credentials.get("webhook_secret") or ""
+        if not secret:
+            raise WebhookRefused("no webhook secret is configured for TextBee")
+        expected = hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
+        if not signature or not hmac.compare_digest(expected, signature.strip().lower()):
+            raise WebhookRefused("bad X-Signature")
+        try:
+            payload = json.loads(raw_body)
+        except ValueError:
+            raise WebhookRefused("body is not JSON") from None
+        if not isinstance(payload, dict) or not payload.get("webhookEvent"):
+            raise WebhookRefused("no webhookEvent")
+        return payload
+
+    def delivery_report(self, payload: dict) -> DeliveryReport | None:
+        event = payload.get("webhookEvent")
+        if event not in EVENT_STATUSES:
+            return None
+        batch_id = payload.get("smsBatchId") or ""
+        if not batch_id:
+            raise ValueError("TextBee delivery event without smsBatchId")
+        detail = f"TextBee: {event}"
+        if payload.get("errorMessage") or payload.get("errorCode"):
+            detail += f", {payload.get('errorCode') or ''} {payload.get('errorMessage') or ''}".rstrip()
+        return DeliveryReport(str(batch_id), EVENT_STATUSES[event], detail, event)
+
+    def incoming_message(self, payload: dict) -> IncomingMessage | None:
+        if payload.get("webhookEvent") != "MESSAGE_RECEIVED":
+            return None
+        if not payload.get("sender"):
+            raise ValueError("TextBee MESSAGE_RECEIVED without sender")
+        return IncomingMessage(number=payload["sender"], body=payload.get("message") or "",
+                               provider_message_id=str(payload.get("smsId") or payload.get("idempotencyKey") or ""))
+
+
+gateway = TextBeeGateway()
