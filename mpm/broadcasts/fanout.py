@@ -1,0 +1,163 @@
+"""The RQ jobs of a broadcast. run_broadcast expands ONE chunk of the audience into Sms rows
+(bulk INSERT, people in id order), then enqueues that chunk's send batches and itself again,
+so the next chunk waits behind this chunk's batches in the bulk lane, and a pause or cancel
+takes effect between chunks.
+
+Exactly once: the chunk's rows and the new resume point (expanded_through_person_id) are
+committed in one transaction, and that transaction only goes through if the resume point is
+still the one this job started from and the broadcast is still sending. A job killed
+mid-way, retried, or running twice never inserts a person twice. Rows committed but never
+handed to RQ (the worker died in between) are enqueued by the next run."""
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from sqlalchemy import DateTime, String, insert, literal, select, update
+
+from mpm.broadcasts import audience as audiences
+from mpm.broadcasts import placeholders, progress, schedule
+from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout
+from mpm.extensions import db
+from mpm.messaging import status
+from mpm.messaging.encoding import analyse
+from mpm.messaging.send import enqueue_batches
+from mpm.models import Broadcast, Company, Sms, SmsEvent
+from mpm.models.base import utcnow
+from mpm.phones import is_valid_e164
+from mpm.queue import BULK, queue
+
+DONE_CHECK_JOB = "mpm.broadcasts.fanout.check_done"
+DONE_CHECK_EVERY = timedelta(seconds=30)
+EXPIRED_REASON = "validity period of the broadcast ended before it could be sent"
+
+
+def run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
+    now = now or utcnow()
+    broadcast = db.session.get(Broadcast, broadcast_id)
+    if broadcast is None or broadcast.state not in ACTIVE:
+        return "stopped"
+    company = db.session.get(Company, broadcast.company_id)
+    if broadcast.state == "scheduled":
+        start = schedule.as_utc(broadcast.scheduled_for)
+        if start is not None and start > now + timedelta(seconds=1):
+            enqueue_fanout(broadcast, at=start)  # woke up early (clock skew): go back to sleep
+            return "scheduled"
+        moved = db.session.execute(
+            update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.state == "scheduled")
+            .values(state="sending", started_at=now).execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        db.session.refresh(broadcast)
+        if not moved:
+            return "stopped"
+    enqueue_unsent(broadcast)
+    if broadcast.fanout_finished_at is not None:
+        _check_done_later(broadcast, now=True)
+        return "expanded"
+    quiet_end = schedule.quiet_until(now, broadcast.quiet_hours, company.time_zone)
+    if quiet_end is not None:
+        broadcast.waiting_until = quiet_end
+        db.session.commit()
+        enqueue_fanout(broadcast, at=quiet_end)
+        return "quiet hours"
+    deadline = schedule.as_utc(broadcast.expires_at)
+    result = expand_chunk(broadcast, expired=deadline is not None and now >= deadline, now=now)
+    if result is None:
+        return "stopped"
+    enqueue_unsent(broadcast)
+    if broadcast.fanout_finished_at is not None:
+        _check_done_later(broadcast, now=True)
+        return "expanded"
+    enqueue_fanout(broadcast)
+    return f"{result} created"
+
+
+def expand_chunk(broadcast: Broadcast, expired: bool = False, now: datetime | None = None) -> int | None:
+    """Insert the next chunk of messages and advance the resume point, in one transaction.
+    Returns how many rows were inserted, or None when another run got there first or the
+    broadcast is no longer sending (then nothing is inserted)."""
+    now = now or utcnow()
+    size = chunk_size()
+    after = broadcast.expanded_through_person_id
+    chunk = audiences.recipients_after(broadcast.company_id, audiences.Audience.from_json(broadcast.audience),
+                                       after, size)
+    through = chunk[-1].person_id if chunk else after
+    finished = len(chunk) < size
+    claimed = db.session.execute(
+        update(Broadcast)
+        .where(Broadcast.id == broadcast.id, Broadcast.state == "sending",
+               Broadcast.expanded_through_person_id == after)
+        .values(expanded_through_person_id=through, waiting_until=None,
+                fanout_finished_at=now if finished else None)
+        .execution_options(synchronize_session=False)).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        return None
+    if chunk:
+        db.session.execute(insert(Sms), [_row(broadcast, r, expired, now) for r in chunk])
+        db.session.execute(insert(SmsEvent).from_select(
+            ["company_id", "sms_id", "kind", "status", "detail", "created_at"],
+            select(Sms.company_id, Sms.id, literal("status", String), Sms.status,
+                   literal(f"{'expired' if expired else 'queued'} (broadcast #{broadcast.id})", String),
+                   literal(now, DateTime(timezone=True)))
+            .where(Sms.broadcast_id == broadcast.id, Sms.person_id > after, Sms.person_id <= through)))
+    db.session.commit()
+    db.session.refresh(broadcast)
+    return len(chunk)
+
+
+# A body without placeholders is the same for everyone: analyse it once.
+_analyse = lru_cache(maxsize=1024)(analyse)
+
+
+def _row(broadcast: Broadcast, recipient: audiences.RecipientRow, expired: bool, now: datetime) -> dict:
+    body = placeholders.render(broadcast.body, recipient.values)
+    info = _analyse(body)
+    state, error = status.QUEUED, None
+    if expired:
+        state, error = status.EXPIRED, EXPIRED_REASON
+    elif not is_valid_e164(recipient.number):
+        state, error = status.FAILED, f"{recipient.number} is not a valid phone number"
+    return {
+        "company_id": broadcast.company_id, "direction": "outbound", "person_id": recipient.person_id,
+        "number": recipient.number, "body": body, "encoding": info.encoding, "segments": info.segments,
+        "status": state, "error": error, "trigger": "broadcast", "trigger_id": broadcast.id,
+        "broadcast_id": broadcast.id, "sender_user_id": broadcast.author_user_id, "lane": BULK,
+        "attempts": 0, "tried_gateways": [], "expires_at": broadcast.expires_at,
+        "created_at": now, "updated_at": now,
+    }
+
+
+def enqueue_unsent(broadcast: Broadcast) -> int:
+    """Hand committed queued rows to RQ, unless paused (then resume does it)."""
+    db.session.refresh(broadcast)
+    if broadcast.state != "sending":
+        return 0
+    ids = list(db.session.scalars(
+        select(Sms.id).where(Sms.broadcast_id == broadcast.id, Sms.status == status.QUEUED,
+                             Sms.id > broadcast.enqueued_through_sms_id).order_by(Sms.id)))
+    if not ids:
+        return 0
+    enqueue_batches(broadcast.company_id, ids, BULK)
+    db.session.execute(
+        update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.enqueued_through_sms_id < ids[-1])
+        .values(enqueued_through_sms_id=ids[-1]).execution_options(synchronize_session=False))
+    db.session.commit()
+    db.session.refresh(broadcast)
+    return len(ids)
+
+
+def _check_done_later(broadcast: Broadcast, now: bool = False) -> None:
+    q = queue(BULK)
+    if now:  # FIFO: runs after the batches just enqueued have been taken
+        q.enqueue(DONE_CHECK_JOB, broadcast.id)
+    else:
+        q.enqueue_in(DONE_CHECK_EVERY, DONE_CHECK_JOB, broadcast.id)
+
+
+def check_done(broadcast_id: int) -> str:
+    broadcast = db.session.get(Broadcast, broadcast_id)
+    if broadcast is None:
+        return "gone"
+    progress.settle(broadcast)
+    if broadcast.state == "sending":
+        _check_done_later(broadcast)  # retries or slow gateways: look again later
+    return broadcast.state

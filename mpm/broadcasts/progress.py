@@ -1,0 +1,84 @@
+"""Counts per status of a broadcast's messages, its failures, and when it is done."""
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+
+from mpm.extensions import db
+from mpm.messaging import status
+from mpm.models import Broadcast, Person, Sms
+from mpm.models.base import utcnow
+
+SHOWN = (status.QUEUED, status.SENDING, status.SENT, status.DELIVERED, status.FAILED, status.EXPIRED,
+         status.CANCELLED)
+# Left our hands: a gateway took it (sent, delivered) or it ended without being sent.
+OUT = (status.SENT, status.DELIVERED, status.FAILED, status.EXPIRED, status.CANCELLED)
+POLLING_STATES = ("scheduled", "sending", "paused")
+
+
+@dataclass
+class Progress:
+    counts: dict[str, int]
+    created: int  # Sms rows so far
+    planned: int  # recipients counted when confirmed (exact once the fan-out finished)
+
+    @property
+    def total(self) -> int:
+        return max(self.created, self.planned)
+
+    @property
+    def not_created(self) -> int:
+        return self.total - self.created
+
+    @property
+    def out(self) -> int:
+        return sum(self.counts[s] for s in OUT)
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.out / self.total) if self.total else 0
+
+
+def counts_for(broadcast_ids: list[int]) -> dict[int, dict[str, int]]:
+    """One GROUP BY for a page of broadcasts."""
+    result = {bid: dict.fromkeys(SHOWN, 0) for bid in broadcast_ids}
+    if not broadcast_ids:
+        return result
+    rows = db.session.execute(
+        select(Sms.broadcast_id, Sms.status, func.count()).where(Sms.broadcast_id.in_(broadcast_ids))
+        .group_by(Sms.broadcast_id, Sms.status))
+    for bid, state, n in rows:
+        result[bid][state] = result[bid].get(state, 0) + n
+    return result
+
+
+def progress(broadcast: Broadcast) -> Progress:
+    counts = counts_for([broadcast.id])[broadcast.id]
+    created = sum(counts.values())
+    planned = created if broadcast.fanout_finished_at else broadcast.recipient_count
+    return Progress(counts, created, planned)
+
+
+def settle(broadcast: Broadcast) -> Progress:
+    """Mark a sending broadcast done once every message is created and none is queued or sending."""
+    current = progress(broadcast)
+    in_hand = current.counts[status.QUEUED] + current.counts[status.SENDING]
+    if broadcast.state == "sending" and broadcast.fanout_finished_at is not None and in_hand == 0:
+        now = utcnow()
+        changed = db.session.execute(
+            update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.state == "sending")
+            .values(state="done", finished_at=now, recipient_count=current.created)
+            .execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        if changed:
+            db.session.refresh(broadcast)
+    return current
+
+
+def failures(broadcast: Broadcast, limit: int = 50) -> list[tuple[Sms, str]]:
+    """Failed messages with their reason and the person's name, newest first."""
+    rows = db.session.execute(
+        select(Sms, Person.name, Person.surname).outerjoin(Person, Person.id == Sms.person_id)
+        .where(Sms.company_id == broadcast.company_id, Sms.broadcast_id == broadcast.id,
+               Sms.status == status.FAILED)
+        .order_by(Sms.updated_at.desc(), Sms.id.desc()).limit(limit))
+    return [(sms, f"{name or ''} {surname or ''}".strip() or "(deleted person)") for sms, name, surname in rows]
