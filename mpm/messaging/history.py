@@ -1,0 +1,441 @@
+"""SMS history: filtered lists with keyset pagination, the CSV export, a person's latest messages,
+one message with its timeline, and resending a failed message. Plain functions: ids and values in.
+
+Pages are cut on (created_at, id), newest first, so every page is one index range scan on
+ix_sms_company_created however deep it is (no OFFSET, no COUNT over a million rows)."""
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import joinedload
+
+from mpm.extensions import db
+from mpm.gateways.catalog import PRIORITY
+from mpm.messaging import status
+from mpm.messaging.encoding import analyse
+from mpm.messaging.send import Recipient, SmsRefused, check_body, queue_messages, recipient_for_person
+from mpm.models import Company, Person, PhoneNumber, Sms
+from mpm.phones import InvalidPhoneNumber, to_e164
+from mpm.queue import HIGH
+
+STATUSES = (*status.ALL, status.RECEIVED)
+DIRECTIONS = ("outbound", "inbound")
+TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resend", "resend_information", "test")
+RESENDABLE = frozenset({status.FAILED, status.EXPIRED})
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+PERSON_HISTORY_SIZE = 20
+EXPORT_BATCH = 1000
+
+
+class CannotResend(SmsRefused):
+    """The message is not one that can be sent again (inbound, or not failed)."""
+
+
+# ---------------------------------------------------------------- time zone
+
+
+def company_zone(company: Company | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(company.time_zone if company else "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
+    if moment is None:
+        return ""
+    return as_utc(moment).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------- cursors
+
+
+def encode_cursor(created_at: datetime, sms_id: int) -> str:
+    """(created_at, id) as '<microseconds since epoch>-<id>': exact, URL-safe, no float rounding."""
+    micros = (as_utc(created_at) - EPOCH) // timedelta(microseconds=1)
+    return f"{micros}-{sms_id}"
+
+
+def decode_cursor(text: str | None) -> tuple[datetime, int] | None:
+    match = re.fullmatch(r"(\d{1,17})-(\d{1,18})", text or "")
+    if not match:
+        return None
+    return EPOCH + timedelta(microseconds=int(match.group(1))), int(match.group(2))
+
+
+# ---------------------------------------------------------------- filters
+
+
+def _parse_date(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+@dataclass
+class HistoryFilter:
+    status: str = ""
+    gateway: str = ""
+    direction: str = ""
+    trigger: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    q: str = ""
+    person_id: int | None = None
+    # Position: older than `after`, newer than `before`, or the oldest page; none of them = newest page.
+    after: str = ""
+    before: str = ""
+    oldest: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "HistoryFilter":
+        def choice(name, allowed):
+            value = (args.get(name) or "").strip()
+            return value if value in allowed else ""
+
+        return cls(
+            status=choice("status", STATUSES),
+            gateway=choice("gateway", PRIORITY),
+            direction=choice("direction", DIRECTIONS),
+            trigger=choice("trigger", TRIGGERS),
+            date_from=_parse_date(args.get("from")),
+            date_to=_parse_date(args.get("to")),
+            q=(args.get("q") or "").strip()[:100],
+            person_id=args.get("person", type=int),
+            after=args.get("after", "") if decode_cursor(args.get("after")) else "",
+            before=args.get("before", "") if decode_cursor(args.get("before")) else "",
+            oldest=args.get("oldest") == "1",
+        )
+
+    def query_args(self, **overrides) -> dict:
+        """URL parameters of the filter (without the position unless given), for links and the export."""
+        values = {
+            "status": self.status or None,
+            "gateway": self.gateway or None,
+            "direction": self.direction or None,
+            "trigger": self.trigger or None,
+            "from": self.date_from.isoformat() if self.date_from else None,
+            "to": self.date_to.isoformat() if self.date_to else None,
+            "q": self.q or None,
+            "person": self.person_id,
+        }
+        values.update(overrides)
+        return {k: v for k, v in values.items() if v is not None}
+
+    def position_args(self) -> dict:
+        """The filter plus the current position: the URL a poll of this very page uses."""
+        position = {"after": self.after or None, "before": self.before or None, "oldest": "1" if self.oldest else None}
+        return self.query_args(**position)
+
+    @property
+    def is_filtered(self) -> bool:
+        return bool(self.query_args())
+
+
+def _search_condition(company_id: int, q: str, default_region: str):
+    """Name words → the people they name; a number (any local format) → that number or its people."""
+    digits = re.sub(r"\D", "", q)
+    if len(digits) >= 3:
+        try:
+            e164 = to_e164(q, default_region)
+        except InvalidPhoneNumber:
+            e164 = None
+        if e164:
+            people = select(PhoneNumber.person_id).where(PhoneNumber.company_id == company_id, PhoneNumber.e164 == e164)
+            return or_(Sms.number == e164, Sms.person_id.in_(people))
+        return Sms.number.like(f"%{digits}%")
+    words = q.split()
+    if not words:
+        return None
+    people = select(Person.id).where(
+        Person.company_id == company_id,
+        *(or_(Person.name.ilike(f"%{w}%"), Person.surname.ilike(f"%{w}%")) for w in words),
+    )
+    return Sms.person_id.in_(people)
+
+
+def _filtered(company_id: int, flt: HistoryFilter):
+    company = db.session.get(Company, company_id)
+    zone = company_zone(company)
+    stmt = select(Sms).where(Sms.company_id == company_id)
+    if flt.status:
+        stmt = stmt.where(Sms.status == flt.status)
+    if flt.gateway:
+        stmt = stmt.where(Sms.gateway == flt.gateway)
+    if flt.direction:
+        stmt = stmt.where(Sms.direction == flt.direction)
+    if flt.trigger:
+        stmt = stmt.where(Sms.trigger == flt.trigger)
+    if flt.person_id:
+        stmt = stmt.where(Sms.person_id == flt.person_id)
+    # Dates are days in the company's time zone: from its first to the end of its last moment.
+    if flt.date_from:
+        stmt = stmt.where(Sms.created_at >= datetime.combine(flt.date_from, time(), zone).astimezone(timezone.utc))
+    if flt.date_to:
+        end = datetime.combine(flt.date_to + timedelta(days=1), time(), zone).astimezone(timezone.utc)
+        stmt = stmt.where(Sms.created_at < end)
+    if flt.q:
+        condition = _search_condition(company_id, flt.q, company.default_region if company else "KE")
+        if condition is not None:
+            stmt = stmt.where(condition)
+    return stmt
+
+
+def _older_than(cursor: tuple[datetime, int]):
+    # Written with a plain range on created_at first so both SQLite and PostgreSQL seek the index.
+    moment, sms_id = cursor
+    return and_(Sms.created_at <= moment, or_(Sms.created_at < moment, Sms.id < sms_id))
+
+
+def _newer_than(cursor: tuple[datetime, int]):
+    moment, sms_id = cursor
+    return and_(Sms.created_at >= moment, or_(Sms.created_at > moment, Sms.id > sms_id))
+
+
+NEWEST_FIRST = (Sms.created_at.desc(), Sms.id.desc())
+OLDEST_FIRST = (Sms.created_at.asc(), Sms.id.asc())
+
+
+@dataclass
+class HistoryPage:
+    rows: list[Sms]
+    flt: HistoryFilter
+    has_newer: bool = False
+    has_older: bool = False
+    newer_cursor: str = ""
+    older_cursor: str = ""
+    in_flight: bool = field(init=False)
+
+    def __post_init__(self):
+        self.in_flight = any(row.status in status.IN_FLIGHT for row in self.rows)
+
+
+def _fetch(stmt, order, limit: int) -> list[Sms]:
+    return list(db.session.scalars(stmt.options(joinedload(Sms.person)).order_by(*order).limit(limit)).unique())
+
+
+def history_page(company_id: int, flt: HistoryFilter, per_page: int) -> HistoryPage:
+    """One page of the filtered history, newest first, positioned by flt.after / before / oldest."""
+    base = _filtered(company_id, flt)
+    newest = replace(flt, after="", before="", oldest=False)
+    if flt.before:
+        rows = _fetch(base.where(_newer_than(decode_cursor(flt.before))), OLDEST_FIRST, per_page + 1)
+        if len(rows) <= per_page:
+            # Reached the top: show the newest page, full, rather than a short one.
+            return history_page(company_id, newest, per_page)
+        rows = rows[:per_page][::-1]
+        page = HistoryPage(rows, flt, has_newer=True, has_older=True)
+    elif flt.oldest:
+        rows = _fetch(base, OLDEST_FIRST, per_page + 1)
+        page = HistoryPage(rows[:per_page][::-1], flt, has_newer=len(rows) > per_page, has_older=False)
+    elif flt.after:
+        rows = _fetch(base.where(_older_than(decode_cursor(flt.after))), NEWEST_FIRST, per_page + 1)
+        page = HistoryPage(rows[:per_page], flt, has_newer=True, has_older=len(rows) > per_page)
+    else:
+        rows = _fetch(base, NEWEST_FIRST, per_page + 1)
+        page = HistoryPage(rows[:per_page], newest, has_newer=False, has_older=len(rows) > per_page)
+    if page.rows:
+        page.newer_cursor = encode_cursor(page.rows[0].created_at, page.rows[0].id)
+        page.older_cursor = encode_cursor(page.rows[-1].created_at, page.rows[-1].id)
+    return page
+
+
+def person_history(company_id: int, person_id: int, limit: int = PERSON_HISTORY_SIZE) -> HistoryPage:
+    """The person's latest messages, both directions, newest first (the customer page)."""
+    return history_page(company_id, HistoryFilter(person_id=person_id), limit)
+
+
+# ---------------------------------------------------------------- CSV export
+
+CSV_COLUMNS = ("id", "created_at", "direction", "name", "number", "status", "gateway", "trigger",
+               "encoding", "segments", "cost", "error", "body")
+
+
+def _csv_cell(value) -> str:
+    text = "" if value is None else str(value)
+    # A cell starting with = + - @ is a formula in a spreadsheet: make it plain text.
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        text = "'" + text
+    return text
+
+
+def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -> Iterator[str]:
+    """The whole filtered list as CSV text, newest first, yielded batch by batch (keyset, so memory
+    stays flat however many rows there are)."""
+    zone = company_zone(db.session.get(Company, company_id))
+    base = _filtered(company_id, replace(flt, after="", before="", oldest=False))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue()
+    cursor = None
+    while True:
+        stmt = base if cursor is None else base.where(_older_than(cursor))
+        rows = _fetch(stmt, NEWEST_FIRST, batch)
+        if not rows:
+            return
+        buffer.seek(0)
+        buffer.truncate()
+        for sms in rows:
+            name = sms.person.full_name if sms.person else ""
+            writer.writerow([_csv_cell(v) for v in (
+                sms.id, local_time(sms.created_at, zone), sms.direction, name, sms.number, sms.status, sms.gateway,
+                sms.trigger, sms.encoding, sms.segments, sms.cost, sms.error, sms.body)])
+        yield buffer.getvalue()
+        cursor = (rows[-1].created_at, rows[-1].id)
+        # Rows already written are not needed again: keep the session small on long exports.
+        db.session.expunge_all()
+        if len(rows) < batch:
+            return
+
+
+# ---------------------------------------------------------------- a person's send panel
+
+
+@dataclass
+class SendPanel:
+    person: Person
+    number: str | None  # where the SMS will go
+    refusal: str | None  # why this person receives no SMS, and how to fix it
+    history: HistoryPage
+
+
+def send_panel(company_id: int, person: Person) -> SendPanel:
+    try:
+        number, refusal = recipient_for_person(person).number, None
+    except SmsRefused as exc:
+        number, refusal = None, str(exc)
+    return SendPanel(person=person, number=number, refusal=refusal, history=person_history(company_id, person.id))
+
+
+def send_to_person(company_id: int, person_id: int, body: str, sender_user_id: int | None = None) -> Sms:
+    """The Send SMS panel: one manual message to the person's primary number. Raises SmsRefused."""
+    person = db.session.scalar(select(Person).where(Person.company_id == company_id, Person.id == person_id))
+    if person is None:
+        raise LookupError(person_id)
+    [sms] = queue_messages(company_id, [recipient_for_person(person)], body, trigger="manual",
+                           sender_user_id=sender_user_id, lane=HIGH)
+    return sms
+
+
+# ---------------------------------------------------------------- the New message page
+
+MAX_CHOSEN = 200  # more than this is a broadcast
+
+
+@dataclass
+class ChosenPerson:
+    person: Person
+    number: str | None
+    refusal: str | None
+
+
+@dataclass
+class SendResult:
+    queued: list[Sms]
+    skipped: list[ChosenPerson]
+
+
+def chosen_people(company_id: int, person_ids) -> list[ChosenPerson]:
+    """The picked people in the order picked (each once), with the number an SMS goes to or why none."""
+    ids = list(dict.fromkeys(int(i) for i in person_ids))[:MAX_CHOSEN]
+    if not ids:
+        return []
+    found = {p.id: p for p in db.session.scalars(
+        select(Person).where(Person.company_id == company_id, Person.id.in_(ids))
+        .options(joinedload(Person.phone_numbers))).unique()}
+    chosen = []
+    for person_id in ids:
+        person = found.get(person_id)
+        if person is None:
+            continue  # another company's id, or deleted since: silently not a recipient
+        try:
+            chosen.append(ChosenPerson(person, recipient_for_person(person).number, None))
+        except SmsRefused as exc:
+            chosen.append(ChosenPerson(person, None, str(exc)))
+    return chosen
+
+
+def send_to_people(company_id: int, person_ids, body: str, sender_user_id: int | None = None) -> SendResult:
+    """Queue the message for everyone picked who can receive SMS; the others are returned with the
+    reason. Refuses everything (nothing stored) when the body or the providers are not right or when
+    nobody picked can receive."""
+    chosen = chosen_people(company_id, person_ids)
+    if not chosen:
+        raise SmsRefused("Choose at least one recipient: search for a customer, agent or service provider and add them.")
+    reachable = [c for c in chosen if c.refusal is None]
+    skipped = [c for c in chosen if c.refusal is not None]
+    if not reachable:
+        check_body(body)  # an empty body is the first thing to fix, even here
+        raise SmsRefused("None of the chosen people can receive SMS: " + " ".join(c.refusal for c in skipped))
+    recipients = [recipient_for_person(c.person) for c in reachable]
+    queued = queue_messages(company_id, recipients, body, trigger="manual", sender_user_id=sender_user_id, lane=HIGH)
+    return SendResult(queued=queued, skipped=skipped)
+
+
+# ---------------------------------------------------------------- one message
+
+
+@dataclass
+class MessageDetail:
+    sms: Sms
+    characters: int
+    units: int
+    resent_as: list[Sms]
+    resend_of: Sms | None
+
+    @property
+    def can_resend(self) -> bool:
+        return self.sms.direction == "outbound" and self.sms.status in RESENDABLE
+
+
+def message_detail(sms: Sms) -> MessageDetail:
+    info = analyse(sms.body)
+    resent_as = list(db.session.scalars(
+        select(Sms).where(Sms.company_id == sms.company_id, Sms.trigger == "resend", Sms.trigger_id == sms.id)
+        .order_by(Sms.id)
+    ))
+    resend_of = None
+    if sms.trigger == "resend" and sms.trigger_id:
+        resend_of = db.session.scalar(select(Sms).where(Sms.company_id == sms.company_id, Sms.id == sms.trigger_id))
+    return MessageDetail(sms=sms, characters=info.characters, units=info.units, resent_as=resent_as,
+                         resend_of=resend_of)
+
+
+def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> Sms:
+    """Queue a failed (or expired) outbound message again as a new SMS with trigger "resend".
+
+    It goes to the person's primary number as it is now (the failure may have been a wrong number that
+    staff since corrected), or to the same number when the message had no person. Resending the same
+    message twice (a double click) gives back the first resend. Raises SmsRefused, nothing stored."""
+    original = db.session.scalar(select(Sms).where(Sms.company_id == company_id, Sms.id == sms_id))
+    if original is None:
+        raise LookupError(sms_id)
+    if original.direction != "outbound":
+        raise CannotResend("Only messages sent from here can be resent; this one was received.")
+    if original.status not in RESENDABLE:
+        raise CannotResend(f"Only a failed or expired message can be resent; this one is {original.status}.")
+    if original.person is not None:
+        recipient = recipient_for_person(original.person)
+    else:
+        recipient = Recipient(number=original.number)
+    dedupe_key = f"resend:{original.id}"
+    already = db.session.scalar(select(Sms.id).where(Sms.company_id == company_id, Sms.dedupe_key == dedupe_key))
+    [new] = queue_messages(company_id, [recipient], original.body, trigger="resend", trigger_id=original.id,
+                           dedupe_key=dedupe_key, sender_user_id=sender_user_id, lane=HIGH)
+    if already is None:
+        status.log_event(original, "note", f"resent as message #{new.id}")
+        status.log_event(new, "note", f"resend of message #{original.id}")
+        db.session.commit()
+    return new
