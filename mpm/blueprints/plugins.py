@@ -1,0 +1,118 @@
+"""Settings → Plugins, and each gateway plugin's Overview and Settings pages.
+Everyone logged in can look; only admins change anything (a manager's POST is a 403)."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from mpm import plugins
+from mpm.messaging.send import SmsRefused
+from mpm.phones import InvalidPhoneNumber
+from mpm.web import admin_required, company_id, is_htmx, page_or_fragment
+
+bp = Blueprint("plugins", __name__, url_prefix="/plugins")
+
+
+def _known(key: str) -> str:
+    try:
+        return plugins.check_key(key)
+    except plugins.UnknownPlugin:
+        abort(404)
+
+
+def _index_context() -> dict:
+    return {"chosen": plugins.selection(company_id()), "audit": plugins.recent_audit(company_id()),
+            "audit_text": plugins.AUDIT_TEXT, "priority_text": plugins.PRIORITY_TEXT}
+
+
+@bp.get("/")
+@login_required
+def index():
+    return page_or_fragment("plugins/index.html", "plugins/_list.html", **_index_context())
+
+
+@bp.post("/<gateway>/enabled")
+@login_required
+@admin_required
+def toggle(gateway: str):
+    key = _known(gateway)
+    on = request.form.get("enabled") == "on"
+    plugins.set_enabled(company_id(), key, on, current_user.id)
+    if not is_htmx():
+        flash(f"{plugins.SHORT_LABELS[key]} is now {'enabled' if on else 'disabled'}.")
+        return redirect(url_for("plugins.index"))
+    # The list and, out of band, the sidebar (an enabled plugin gets its entry there).
+    return render_template("plugins/_toggled.html", **_index_context())
+
+
+@bp.get("/<gateway>/")
+@login_required
+def overview(gateway: str):
+    key = _known(gateway)
+    return render_template("plugins/overview.html", view=plugins.overview(company_id(), key),
+                           audit=plugins.recent_audit(company_id(), key=key, limit=10), audit_text=plugins.AUDIT_TEXT)
+
+
+def _settings_page(key: str, form, connection=None, test_sms=None, sms_error: str = "", typed_number: str = "",
+                   fragment: str = "plugins/_settings_form.html", status: int = 200):
+    chosen = plugins.selection(company_id())
+    context = {
+        "plugin": chosen.state_of(key), "form": form, "connection": connection, "sms_error": sms_error,
+        "typed_number": typed_number, "chosen_gateway": chosen.sms_gateway,
+        "chosen_label": plugins.SHORT_LABELS.get(chosen.sms_gateway), "test_sms": test_sms,
+        "poll": test_sms is not None and plugins.worth_polling(test_sms),
+    }
+    return page_or_fragment("plugins/settings.html", fragment, **context), status
+
+
+@bp.get("/<gateway>/settings")
+@login_required
+def settings(gateway: str):
+    key = _known(gateway)
+    return _settings_page(key, plugins.settings_form(company_id(), key))
+
+
+@bp.post("/<gateway>/settings")
+@login_required
+@admin_required
+def save_settings(gateway: str):
+    key = _known(gateway)
+    form = plugins.save_settings(company_id(), key, request.form, current_user.id)
+    if form.saved and not is_htmx():
+        flash(f"Saved. {form.check.message}")
+        return redirect(url_for("plugins.settings", gateway=key))
+    return _settings_page(key, form, status=200 if form.saved else 422)
+
+
+@bp.post("/<gateway>/connection-test")
+@login_required
+@admin_required
+def connection_test(gateway: str):
+    key = _known(gateway)
+    result = plugins.check_connection(company_id(), key, current_user.id)
+    return _settings_page(key, plugins.settings_form(company_id(), key), connection=result,
+                          fragment="plugins/_connection.html")
+
+
+@bp.post("/<gateway>/test-sms")
+@login_required
+@admin_required
+def send_test_sms(gateway: str):
+    key = _known(gateway)
+    typed = request.form.get("number", "")
+    form = plugins.settings_form(company_id(), key)
+    try:
+        sms = plugins.send_test_sms(company_id(), key, typed, current_user.id)
+    except (InvalidPhoneNumber, SmsRefused) as exc:
+        return _settings_page(key, form, sms_error=str(exc), typed_number=typed,
+                              fragment="plugins/_test_sms.html", status=422)
+    return _settings_page(key, form, test_sms=sms, typed_number=typed, fragment="plugins/_test_sms.html")
+
+
+@bp.get("/<gateway>/test-sms/<int:sms_id>")
+@login_required
+def test_sms_status(gateway: str, sms_id: int):
+    key = _known(gateway)
+    sms = plugins.find_test_sms(company_id(), sms_id)
+    if sms is None:
+        abort(404)
+    return _settings_page(key, plugins.settings_form(company_id(), key), test_sms=sms, typed_number=sms.number,
+                          fragment="plugins/_test_sms_status.html")
