@@ -1,8 +1,34 @@
-"""The RQ worker process: one app for all jobs, `high` lane before `bulk`."""
+"""The RQ worker process: one app for all jobs, `high` lane before `bulk`, plus the minute sweep."""
+import logging
+import threading
+
 from flask import Flask
 from rq import Worker
 
-from mpm.queue import LANES, AppContextJob, queue, redis_connection, use_app_for_jobs
+from mpm.queue import HIGH, LANES, AppContextJob, queue, redis_connection, use_app_for_jobs
+
+log = logging.getLogger(__name__)
+
+SWEEP_JOB = "mpm.messaging.sweep.sweep_lost_messages"
+SWEEP_EVERY_SECONDS = 60
+SWEEP_LOCK = "mpm:sweep:enqueued"
+
+
+def enqueue_sweep_once_per_interval(app: Flask) -> bool:
+    """However many workers run, the sweep is enqueued once per interval (a Redis lock decides)."""
+    with app.app_context():
+        if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=SWEEP_EVERY_SECONDS - 1):
+            queue(HIGH).enqueue(SWEEP_JOB, job_timeout=300)
+            return True
+    return False
+
+
+def _sweep_timer(app: Flask, stop: threading.Event) -> None:
+    while not stop.wait(SWEEP_EVERY_SECONDS / 4):
+        try:
+            enqueue_sweep_once_per_interval(app)
+        except Exception:  # Redis away for a moment: try again next tick
+            log.exception("could not enqueue the sweep")
 
 
 def run_worker(app: Flask, burst: bool = False) -> None:
@@ -11,5 +37,11 @@ def run_worker(app: Flask, burst: bool = False) -> None:
         connection = redis_connection()
         queues = [queue(lane) for lane in LANES]
         worker = Worker(queues, connection=connection, job_class=AppContextJob)
-    # with_scheduler runs jobs enqueued for later (retry backoff, scheduled broadcasts).
-    worker.work(burst=burst, with_scheduler=True)
+    stop = threading.Event()
+    if not burst:
+        threading.Thread(target=_sweep_timer, args=(app, stop), daemon=True, name="mpm-sweep-timer").start()
+    try:
+        # with_scheduler runs jobs enqueued for later (retry backoff, scheduled broadcasts).
+        worker.work(burst=burst, with_scheduler=True)
+    finally:
+        stop.set()

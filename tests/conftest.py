@@ -189,3 +189,69 @@ DEFAULT_CREDENTIALS = {
     "viber": {"auth_token": "viber-test-token"},
     "android": {"fcm_server_key": "fcm-test-key", "device_token": "phone-token"},
 }
+
+
+class RunningSimulator:
+    """The gateway simulator served on a loopback port in a background thread."""
+
+    def __init__(self):
+        import threading
+
+        from werkzeug.serving import make_server
+
+        from mpm.simulator import create_simulator
+
+        self.app = create_simulator()
+        self.state = self.app.extensions["simulator"]
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def configure(self, gateway: str, **settings) -> None:
+        """e.g. configure("africastalking", mode="5xx"); modes ok / timeout / 5xx / auth; also
+        timeout_seconds, undeliverable_share, rejected_numbers, report_delay."""
+        import requests
+
+        requests.post(f"{self.url}/_simulator/config", json={"gateway": gateway, **settings}, timeout=5).raise_for_status()
+
+    def received(self, gateway: str | None = None) -> list[dict]:
+        """Messages the simulated provider accepted: dicts with gateway, id, number, message."""
+        import requests
+
+        params = {"gateway": gateway} if gateway else {}
+        return requests.get(f"{self.url}/_simulator/received", params=params, timeout=5).json()["received"]
+
+    def register_callback(self, gateway: str, url: str, secret: str = "") -> None:
+        import requests
+
+        requests.post(f"{self.url}/_simulator/callbacks", json={"gateway": gateway, "url": url, "secret": secret},
+                      timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        self.state.reset()
+
+
+@pytest.fixture(scope="session")
+def _simulator_server():
+    sim = RunningSimulator()
+    yield sim
+    sim.server.shutdown()
+
+
+@pytest.fixture
+def simulator(_simulator_server):
+    """The simulator, reset for this test (no failures, nothing received, no callback URLs)."""
+    _simulator_server.reset()
+    yield _simulator_server
+    _simulator_server.reset()
+
+
+def enable_simulated_gateway(company: Company, simulator, key: str = "africastalking", options: dict | None = None):
+    """Enable AfricasTalking or TextBee for `company`, pointed at the simulator."""
+    from mpm.simulator import DEVICE_ID
+
+    credentials = dict(DEFAULT_CREDENTIALS[key])
+    if key == "textbee":
+        credentials["device_id"] = DEVICE_ID
+    base = simulator.url + ("/api/v1" if key == "textbee" else "")
+    return enable_gateway(company, key, credentials, {"base_url": base, **(options or {})})

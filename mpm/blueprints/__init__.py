@@ -1,9 +1,15 @@
 """HTTP only: each blueprint parses input, calls one domain function, renders."""
+from mpm.blueprints.api import bp as api
 from mpm.blueprints.auth import bp as auth
 from mpm.blueprints.broadcasts import bp as broadcasts
+from mpm.blueprints.callbacks import bp as callbacks
 from mpm.blueprints.customers import bp as customers
+from mpm.blueprints.inbox import bp as sms_inbox
+from mpm.blueprints.maintenance import bp as maintenance
 from mpm.blueprints.main import bp as main
 from mpm.blueprints.plugins import bp as plugins
+from mpm.blueprints.settings import bp as settings
 from mpm.blueprints.sms import bp as sms
+from mpm.blueprints.transactions import bp as transactions
 
-ALL_BLUEPRINTS = [auth, main, customers, plugins, broadcasts, sms]
+ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms, callbacks]

@@ -1,0 +1,132 @@
+"""Providers' callbacks: delivery reports and incoming messages. No login, no CSRF (providers post
+here); each is authenticated by the per-company secret in the registered URL and, where the
+provider signs, by its signature. Bad input → 4xx and a log line, never a changed row."""
+import hmac
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from mpm.extensions import csrf
+from mpm.gateways.credentials import UnreadableCredentials
+from mpm.gateways.registry import config_for, find_gateway_setting, get_gateway
+from mpm.gateways.textbee import WebhookRefused
+from mpm.messaging.delivery import UnknownMessage, apply_delivery_report, forget_viber_subscriber
+from mpm.messaging.inbound import store_incoming
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("callbacks", __name__, url_prefix="/api")
+csrf.exempt(bp)
+
+
+def _refuse(code: int, why: str, company_id: int, gateway: str):
+    log.warning("callback refused (%s): %s company=%s gateway=%s from=%s", code, why, company_id, gateway,
+                request.remote_addr)
+    return jsonify({"error": why}), code
+
+
+def _authenticated_setting(company_id: int, gateway: str, secret: str | None):
+    """The company's setting of this gateway when `secret` is its callback secret, else None."""
+    setting = find_gateway_setting(company_id, gateway)
+    if setting is None or not secret or not hmac.compare_digest(setting.callback_secret.encode(), secret.encode()):
+        return None
+    return setting
+
+
+def _report(company_id: int, gateway: str, report):
+    try:
+        changed = apply_delivery_report(company_id, gateway, report)
+    except UnknownMessage as exc:
+        return _refuse(404, f"unknown message {exc}", company_id, gateway)
+    return jsonify({"ok": True, "changed": changed})
+
+
+# --- AfricasTalking ----------------------------------------------------------------------------
+@bp.post("/africas-talking/callback/<int:company_id>/delivery-reports")
+def africastalking_delivery_report(company_id: int):
+    if _authenticated_setting(company_id, "africastalking", request.args.get("token")) is None:
+        return _refuse(403, "wrong or missing token", company_id, "africastalking")
+    try:
+        report = get_gateway("africastalking").delivery_report_from_form(request.form)
+    except ValueError as exc:
+        return _refuse(400, str(exc), company_id, "africastalking")
+    return _report(company_id, "africastalking", report)
+
+
+@bp.post("/africas-talking/callback/<int:company_id>/incoming-messages")
+def africastalking_incoming_message(company_id: int):
+    if _authenticated_setting(company_id, "africastalking", request.args.get("token")) is None:
+        return _refuse(403, "wrong or missing token", company_id, "africastalking")
+    try:
+        message = get_gateway("africastalking").incoming_message_from_form(request.form)
+    except ValueError as exc:
+        return _refuse(400, str(exc), company_id, "africastalking")
+    store_incoming(company_id, "africastalking", message)
+    return jsonify({"ok": True})
+
+
+# --- TextBee and Viber: signed JSON webhooks ----------------------------------------------------------
+def _signed_payload(company_id: int, gateway: str, signature_header: str):
+    """(payload, None) or (None, refusal response)."""
+    setting = _authenticated_setting(company_id, gateway, request.args.get("token"))
+    if setting is None:
+        return None, _refuse(403, "wrong or missing token", company_id, gateway)
+    try:
+        payload = get_gateway(gateway).webhook_payload(request.get_data(), request.headers.get(signature_header),
+                                                       config_for(setting))
+    except (WebhookRefused, UnreadableCredentials) as exc:
+        return None, _refuse(403, str(exc), company_id, gateway)
+    return payload, None
+
+
+@bp.post("/textbee-sms-gateway/callback/<int:company_id>/webhook")
+def textbee_webhook(company_id: int):
+    payload, refusal = _signed_payload(company_id, "textbee", "X-Signature")
+    if refusal:
+        return refusal
+    gateway = get_gateway("textbee")
+    try:
+        report = gateway.delivery_report(payload)
+        incoming = gateway.incoming_message(payload)
+    except ValueError as exc:
+        return _refuse(400, str(exc), company_id, "textbee")
+    if report is not None:
+        return _report(company_id, "textbee", report)
+    if incoming is not None:
+        store_incoming(company_id, "textbee", incoming)
+    return jsonify({"ok": True})
+
+
+@bp.post("/viber-messaging/callback/<int:company_id>/webhook")
+def viber_webhook(company_id: int):
+    payload, refusal = _signed_payload(company_id, "viber", "X-Viber-Content-Signature")
+    if refusal:
+        return refusal
+    gateway = get_gateway("viber")
+    try:
+        report = gateway.delivery_report(payload)
+        incoming = gateway.incoming_message(payload)
+    except ValueError as exc:
+        return _refuse(400, str(exc), company_id, "viber")
+    if report is not None:
+        return _report(company_id, "viber", report)
+    if incoming is not None:
+        store_incoming(company_id, "viber", incoming)
+    elif gateway.unsubscribed_user(payload):
+        forget_viber_subscriber(company_id, gateway.unsubscribed_user(payload))
+    # "webhook" (the set_webhook check), subscribed, conversation_started: a 200 is all Viber needs.
+    return jsonify({"ok": True})
+
+
+# --- Android (deprecated): the app confirms each message ------------------------------------------------
+@bp.route("/sms-android-callback/<int:company_id>/<secret>/<kind>", methods=["GET", "POST"])
+def android_confirmation(company_id: int, secret: str, kind: str):
+    if _authenticated_setting(company_id, "android", secret) is None:
+        return _refuse(403, "wrong secret", company_id, "android")
+    data = request.form if request.method == "POST" else request.args
+    try:
+        report = get_gateway("android").confirmation(kind, data)
+    except ValueError as exc:
+        return _refuse(400, str(exc), company_id, "android")
+    return _report(company_id, "android", report)
+
