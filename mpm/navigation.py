@@ -8,10 +8,12 @@ SIDEBAR = [
     ("Customers", "customers.index", {}),
     ("SMS history", "sms.history", {}),
     ("New message", "sms.new_message", {}),
+    ("Inbox", "sms_inbox.index", {}),
     ("Broadcasts", "broadcasts.index", {}),
     ("Maintenance", "maintenance.index", {}),
     ("Transactions", "transactions.index", {}),
     ("Settings → Plugins", "plugins.index", {}),
+    ("Settings → SMS", "settings.sms", {}),
 ]
 
 

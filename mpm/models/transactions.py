@@ -1,8 +1,7 @@
 """Payments recorded by staff or posted by payment providers; each one sends its confirmation SMS once."""
-from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mpm.extensions import db
@@ -38,6 +37,5 @@ class Transaction(TenantMixin, TimestampMixin, db.Model):
     recorded_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     # Why no confirmation went out (setting off, no primary number, no provider…), for the detail page.
     sms_note: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     person: Mapped[Person | None] = relationship()

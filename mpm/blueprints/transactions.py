@@ -1,0 +1,87 @@
+"""Transactions: list, record a payment (staff), detail with the SMS it caused."""
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from mpm import customers, transactions
+from mpm.messaging.status import IN_FLIGHT
+from mpm.models import Person, Transaction
+from mpm.web import company_id, get_for_company_or_404, page_or_fragment
+
+bp = Blueprint("transactions", __name__, url_prefix="/transactions")
+
+
+@bp.get("/")
+@login_required
+def index():
+    q = request.args.get("q", "").strip()
+    result = transactions.transactions_page(company_id(), request.args.get("page", 1, type=int) or 1, q=q)
+    return page_or_fragment("transactions/index.html", "transactions/_table.html", result=result, q=q)
+
+
+def _form_page(form: dict, error: str | None = None, field: str | None = None, status: int = 200):
+    customer = None
+    if form.get("customer_id"):
+        try:
+            customer = get_for_company_or_404(Person, int(form["customer_id"]))
+        except ValueError:
+            customer = None
+    return render_template("transactions/new.html", form=form, error=error, field=field, customer=customer,
+                           currency=current_user.company.currency), status
+
+
+@bp.get("/new")
+@login_required
+def new():
+    return _form_page({"customer_id": request.args.get("customer_id", "")})
+
+
+@bp.post("/new")
+@login_required
+def create():
+    form = request.form.to_dict()
+    try:
+        payment = transactions.parse_payment(company_id(), form)
+        transaction, created = transactions.record_transaction(company_id(), payment, user_id=current_user.id)
+    except transactions.TransactionInvalid as exc:
+        return _form_page(form, str(exc), exc.field, 422)
+    except transactions.CustomerNotFound as exc:
+        return _form_page(form, str(exc), "customer_id", 422)
+    if not created:
+        flash(f"A transaction with reference {transaction.provider_reference} exists already: here it is.")
+    elif transaction.sms_note:
+        flash(f"Transaction recorded. {transaction.sms_note}", "error")
+    else:
+        flash("Transaction recorded; its confirmation SMS is on its way.")
+    return redirect(url_for("transactions.detail", transaction_id=transaction.id))
+
+
+@bp.get("/customer-search")
+@login_required
+def customer_search():
+    """htmx: customers matching what staff typed, as radio choices inside the form."""
+    q = request.args.get("customer_q", "").strip()
+    people = []
+    if q:
+        flt = customers.PeopleFilter(q=q, kind="customer")
+        people = customers.people_page(company_id(), flt, 8).people
+    return render_template("transactions/_customer_choices.html", people=people, q=q,
+                           selected=request.args.get("customer_id", type=int))
+
+
+@bp.get("/<int:transaction_id>")
+@login_required
+def detail(transaction_id: int):
+    transaction = get_for_company_or_404(Transaction, transaction_id)
+    messages = transactions.messages_for(transaction)
+    return render_template("transactions/detail.html", transaction=transaction, messages=messages,
+                           polling=any(m.status in IN_FLIGHT for m in messages))
+
+
+@bp.get("/<int:transaction_id>/sms")
+@login_required
+def sms(transaction_id: int):
+    """htmx polling: the SMS of this transaction with their current status."""
+    transaction = get_for_company_or_404(Transaction, transaction_id)
+    messages = transactions.messages_for(transaction)
+    return page_or_fragment("transactions/detail.html", "transactions/_sms.html", transaction=transaction,
+                            messages=messages, polling=any(m.status in IN_FLIGHT for m in messages))
