@@ -42,6 +42,11 @@ class Field:
     default: object = None
     help: str = ""
 
+    @property
+    def label_in_sentence(self) -> str:
+        # "API key" and "FCM server key" keep their capitals; "Device ID" becomes "device ID".
+        return self.label if self.label[:2].isupper() else self.label[0].lower() + self.label[1:]
+
 
 _SEND_RATE = Field("send_rate", "Send rate (messages per second)", kind="number",
                    help="Optional. Leave empty for the gateway's default pace.")
@@ -334,11 +339,11 @@ def _parse(key: str, form: Mapping, stored: _Stored) -> tuple[dict, dict, list[s
             elif stored.value(key, f.name):
                 values[f.name] = stored.value(key, f.name)
             elif f.required:
-                errors[f.name] = f"Enter the {f.label[0].lower() + f.label[1:]}."
+                errors[f.name] = f"Enter the {f.label_in_sentence}."
             continue
         if not raw:
             if f.required:
-                errors[f.name] = f"Enter the {f.label[0].lower() + f.label[1:]}."
+                errors[f.name] = f"Enter the {f.label_in_sentence}."
             elif f.default is not None:
                 values[f.name] = f.default
         elif f.kind == "choice":
