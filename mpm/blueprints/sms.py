@@ -87,8 +87,8 @@ def _per_page() -> int:
 @login_required
 def history_list():
     flt = history.HistoryFilter.from_args(request.args)
-    page = history.history_page(company_id(), flt, _per_page())
-    return page_or_fragment("sms/history.html", "sms/_table.html", page=page, flt=page.flt,
+    result = history.history_page(company_id(), flt, _per_page())
+    return page_or_fragment("sms/history.html", "sms/_table.html", result=result, flt=result.flt,
                             choices=_filter_choices())
 
 

@@ -264,8 +264,9 @@ CSV_COLUMNS = ("id", "created_at", "direction", "name", "number", "status", "gat
 
 def _csv_cell(value) -> str:
     text = "" if value is None else str(value)
-    # A cell starting with = + - @ is a formula in a spreadsheet: make it plain text.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    # A cell starting with = + - @ is a formula in a spreadsheet: make it plain text. A plain signed
+    # number such as an E.164 phone number computes nothing and stays as it is.
+    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in ("+", "-") and not re.fullmatch(r"[+-][\d .]*", text)):
         text = "'" + text
     return text
 
