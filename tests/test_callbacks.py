@@ -1,0 +1,214 @@
+"""Providers' callbacks: authenticated, idempotent, never backwards, never a 500."""
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, select
+from werkzeug.serving import make_server
+
+from mpm.extensions import db
+from mpm.gateways.registry import gateway_setting
+from mpm.messaging import status
+from mpm.models import Person, Sms, SmsEvent
+from tests.conftest import DEFAULT_CREDENTIALS, enable_gateway, enable_simulated_gateway, make_person, run_jobs
+
+
+def _sent_sms(company, gateway="africastalking", provider_id="ATXid_1", number="+254712345678") -> Sms:
+    sms = Sms(company_id=company.id, direction="outbound", number=number, body="Hi", status=status.SENT,
+              gateway=gateway, provider_message_id=provider_id)
+    db.session.add(sms)
+    db.session.commit()
+    return sms
+
+
+def _at_url(company, kind="delivery-reports", token=None):
+    token = token if token is not None else gateway_setting(company.id, "africastalking").callback_secret
+    return f"/api/africas-talking/callback/{company.id}/{kind}?token={token}"
+
+
+def _status(sms_id):
+    db.session.expire_all()
+    return db.session.get(Sms, sms_id).status
+
+
+def _snapshot():
+    db.session.expire_all()
+    return [(s.id, s.status, s.error) for s in db.session.scalars(select(Sms).order_by(Sms.id))]
+
+
+def test_africastalking_report_moves_sent_to_delivered(client, company):
+    enable_gateway(company, "africastalking")
+    sms = _sent_sms(company)
+    response = client.post(_at_url(company), data={"id": "ATXid_1", "status": "Success", "phoneNumber": "+254712345678",
+                                                   "networkCode": "63902"})
+    assert response.status_code == 200
+    assert _status(sms.id) == "delivered"
+
+
+def test_duplicate_and_out_of_order_reports_never_move_backwards(client, company):
+    enable_gateway(company, "africastalking")
+    sms = _sent_sms(company)
+    for report in ("Success", "Success", "Buffered", "Sent", "Failed"):
+        response = client.post(_at_url(company), data={"id": "ATXid_1", "status": report, "failureReason": "DeliveryFailure"})
+        assert response.status_code == 200
+    assert _status(sms.id) == "delivered"
+    events = db.session.scalars(select(SmsEvent.detail).where(SmsEvent.sms_id == sms.id, SmsEvent.kind == "callback")).all()
+    assert len(events) == 5 and sum("ignored" in e for e in events) == 4
+
+
+def test_failed_report_keeps_the_reason(client, company):
+    enable_gateway(company, "africastalking")
+    sms = _sent_sms(company)
+    client.post(_at_url(company), data={"id": "ATXid_1", "status": "Failed", "failureReason": "UserInBlackList"})
+    db.session.expire_all()
+    row = db.session.get(Sms, sms.id)
+    assert row.status == "failed" and "UserInBlackList" in row.error
+
+
+@pytest.mark.parametrize("token", ["", "wrong-token"])
+def test_forged_report_is_refused_and_changes_nothing(client, company, token):
+    enable_gateway(company, "africastalking")
+    _sent_sms(company)
+    before = _snapshot()
+    response = client.post(_at_url(company, token=token), data={"id": "ATXid_1", "status": "Failed"})
+    assert response.status_code == 403
+    assert _snapshot() == before
+
+
+def test_another_companys_secret_does_not_open_this_company(client, company):
+    from tests.conftest import make_company
+
+    other = make_company("Other Co")
+    enable_gateway(company, "africastalking")
+    enable_gateway(other, "africastalking")
+    _sent_sms(company)
+    before = _snapshot()
+    other_secret = gateway_setting(other.id, "africastalking").callback_secret
+    response = client.post(_at_url(company, token=other_secret), data={"id": "ATXid_1", "status": "Failed"})
+    assert response.status_code == 403
+    assert _snapshot() == before
+
+
+def test_unknown_id_and_malformed_reports_are_4xx(client, company):
+    enable_gateway(company, "africastalking")
+    _sent_sms(company)
+    before = _snapshot()
+    assert client.post(_at_url(company), data={"id": "ATXid_unknown", "status": "Success"}).status_code == 404
+    assert client.post(_at_url(company), data={"status": "Success"}).status_code == 400
+    assert client.post(_at_url(company), data={"id": "ATXid_1", "status": "Nonsense"}).status_code == 400
+    assert client.post(_at_url(company), data=b"\xff\xfe", content_type="application/octet-stream").status_code == 400
+    assert client.post("/api/africas-talking/callback/999/delivery-reports?token=x", data={}).status_code == 403
+    assert _snapshot() == before
+
+
+def test_africastalking_incoming_message_is_stored_once(client, company):
+    enable_gateway(company, "africastalking")
+    person = make_person(company)
+    form = {"from": "+254712345678", "to": "12345", "text": "Hello office", "id": "ATInc_1", "date": "2026-01-01 10:00:00",
+            "networkCode": "63902"}
+    assert client.post(_at_url(company, "incoming-messages"), data=form).status_code == 200
+    assert client.post(_at_url(company, "incoming-messages"), data=form).status_code == 200
+    rows = db.session.scalars(select(Sms).where(Sms.direction == "inbound")).all()
+    assert len(rows) == 1 and rows[0].body == "Hello office" and rows[0].person_id == person.id
+
+
+def _textbee_post(client, company, payload, secret="tb-webhook-secret", token=None):
+    raw = json.dumps(payload).encode()
+    token = token if token is not None else gateway_setting(company.id, "textbee").callback_secret
+    signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    return client.post(f"/api/textbee-sms-gateway/callback/{company.id}/webhook?token={token}", data=raw,
+                       content_type="application/json", headers={"X-Signature": signature})
+
+
+def test_textbee_webhooks_move_status_and_refuse_bad_signatures(client, company):
+    enable_gateway(company, "textbee")
+    sms = _sent_sms(company, "textbee", "66a1b2")
+    base = {"smsId": "s1", "smsBatchId": "66a1b2", "message": "Hi", "deviceId": "dev-1", "recipient": sms.number,
+            "webhookSubscriptionId": "w", "idempotencyKey": "k"}
+    assert _textbee_post(client, company, {**base, "webhookEvent": "MESSAGE_DELIVERED"}, secret="forged").status_code == 403
+    assert _status(sms.id) == "sent"
+    assert _textbee_post(client, company, {**base, "webhookEvent": "MESSAGE_DELIVERED"}).status_code == 200
+    assert _status(sms.id) == "delivered"
+    assert _textbee_post(client, company, {**base, "webhookEvent": "MESSAGE_SENT"}).status_code == 200
+    assert _status(sms.id) == "delivered"
+    assert _textbee_post(client, company, {**base, "smsBatchId": "zzz", "webhookEvent": "MESSAGE_FAILED"}).status_code == 404
+    received = {"smsId": "r1", "message": "Balance?", "deviceId": "dev-1", "webhookEvent": "MESSAGE_RECEIVED",
+                "sender": "+254799000000", "receivedAt": "2026-01-01T00:00:00Z", "idempotencyKey": "k2"}
+    assert _textbee_post(client, company, received).status_code == 200
+    assert db.session.scalar(select(func.count()).select_from(Sms).where(Sms.direction == "inbound")) == 1
+
+
+def _viber_post(client, company, payload, token_secret=None):
+    raw = json.dumps(payload).encode()
+    signature = hmac.new((token_secret or DEFAULT_CREDENTIALS["viber"]["auth_token"]).encode(), raw,
+                         hashlib.sha256).hexdigest()
+    token = gateway_setting(company.id, "viber").callback_secret
+    return client.post(f"/api/viber-messaging/callback/{company.id}/webhook?token={token}", data=raw,
+                       content_type="application/json", headers={"X-Viber-Content-Signature": signature})
+
+
+def test_viber_webhook_verification_delivery_and_unsubscribe(client, company):
+    enable_gateway(company, "viber")
+    person = make_person(company, viber_id="01234567890A=")
+    sms = _sent_sms(company, "viber", "4912661846655238145")
+    assert _viber_post(client, company, {"event": "webhook", "timestamp": 1457764197627,
+                                         "message_token": 241256543215}).status_code == 200
+    assert _viber_post(client, company, {"event": "delivered", "timestamp": 1457764197627,
+                                         "message_token": 4912661846655238145, "user_id": "01234567890A="},
+                       token_secret="forged").status_code == 403
+    assert _status(sms.id) == "sent"
+    assert _viber_post(client, company, {"event": "delivered", "timestamp": 1457764197627,
+                                         "message_token": 4912661846655238145, "user_id": "01234567890A="}).status_code == 200
+    assert _status(sms.id) == "delivered"
+    assert _viber_post(client, company, {"event": "unsubscribed", "timestamp": 1457764197627,
+                                         "user_id": "01234567890A="}).status_code == 200
+    db.session.expire_all()
+    assert db.session.get(Person, person.id).viber_id is None
+
+
+def test_android_confirmation_uses_the_secret_in_the_url(client, company):
+    enable_gateway(company, "android")
+    sms = _sent_sms(company, "android", None)
+    sms.provider_message_id = str(sms.id)
+    db.session.commit()
+    secret = gateway_setting(company.id, "android").callback_secret
+    assert client.get(f"/api/sms-android-callback/{company.id}/wrong/delivered?id={sms.id}").status_code == 403
+    assert client.post(f"/api/sms-android-callback/{company.id}/{secret}/bogus", data={"id": sms.id}).status_code == 400
+    assert _status(sms.id) == "sent"
+    assert client.post(f"/api/sms-android-callback/{company.id}/{secret}/delivered", data={"id": sms.id}).status_code == 200
+    assert _status(sms.id) == "delivered"
+
+
+@pytest.mark.queue
+def test_simulator_reports_come_back_and_the_message_ends_delivered(app, company, simulator):
+    """End to end: queued → sent (worker + simulator) → delivered (simulator's report to the live app)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        enable_simulated_gateway(company, simulator)
+        secret = gateway_setting(company.id, "africastalking").callback_secret
+        simulator.register_callback(
+            "africastalking",
+            f"http://127.0.0.1:{server.server_port}/api/africas-talking/callback/{company.id}/delivery-reports?token={secret}")
+        simulator.configure("africastalking", report_delay=0.05, undeliverable_share=0.5)
+        from mpm.messaging.send import Recipient, queue_messages
+
+        numbers = [f"+2547120000{i:02d}" for i in range(10)]
+        queue_messages(company.id, [Recipient(number=n) for n in numbers], "Power is back")
+        run_jobs(app)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            db.session.expire_all()
+            statuses = db.session.scalars(select(Sms.status)).all()
+            if all(s in ("delivered", "failed") for s in statuses):
+                break
+            time.sleep(0.1)
+        by_number = {s.number: s.status for s in db.session.scalars(select(Sms))}
+        expected = {n: "failed" if simulator.state.undeliverable("africastalking", n) else "delivered" for n in numbers}
+        assert by_number == expected
+        assert set(expected.values()) == {"failed", "delivered"}
+    finally:
+        server.shutdown()

@@ -1,0 +1,131 @@
+"""AfricasTalking against its real payloads (HTTP mocked with `responses`)."""
+import pytest
+import requests
+import responses
+from werkzeug.datastructures import MultiDict
+
+from mpm.gateways.africastalking import LIVE_URL, SANDBOX_URL, gateway
+from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
+from mpm.gateways.registry import callback_urls, get_gateway
+
+CONFIG = GatewayConfig(credentials={"api_key": "atsk_123", "username": "mpmapp"},
+                       options={"sender_id": "MPM", "environment": "live"})
+SEND_URL = f"{LIVE_URL}/version1/messaging"
+
+
+def _msg(sms_id, number, body="Hello"):
+    return OutboundMessage(sms_id=sms_id, number=number, body=body)
+
+
+@responses.activate
+def test_bulk_send_maps_each_recipient_status():
+    responses.post(SEND_URL, status=201, json={"SMSMessageData": {
+        "Message": "Sent to 1/3 Total Cost: KES 0.8000",
+        "Recipients": [
+            {"statusCode": 101, "number": "+254711000001", "status": "Success", "cost": "KES 0.8000",
+             "messageId": "ATPid_SampleTxnId123"},
+            {"statusCode": 403, "number": "+254711000002", "status": "InvalidPhoneNumber", "cost": "0",
+             "messageId": "None"},
+            {"statusCode": 405, "number": "+254711000003", "status": "InsufficientBalance", "cost": "0",
+             "messageId": "None"},
+        ]}})
+
+    results = gateway.send_batch([_msg(1, "+254711000001"), _msg(2, "+254711000002"), _msg(3, "+254711000003")], CONFIG)
+
+    assert [(r.sms_id, r.outcome) for r in results] == [(1, ACCEPTED), (2, REJECTED), (3, GATEWAY_ERROR)]
+    assert results[0].provider_message_id == "ATPid_SampleTxnId123" and results[0].cost == "KES 0.8000"
+    assert "InsufficientBalance" in results[2].detail
+    [call] = responses.calls
+    form = dict(p.split("=", 1) for p in call.request.body.split("&"))
+    assert form["username"] == "mpmapp" and form["from"] == "MPM" and form["bulkSMSMode"] == "1"
+    assert requests.utils.unquote(form["to"]) == "+254711000001,+254711000002,+254711000003"
+    assert call.request.headers["apiKey"] == "atsk_123"
+
+
+@responses.activate
+def test_one_request_per_body_and_no_number_twice_in_a_request():
+    responses.post(SEND_URL, status=201, json={"SMSMessageData": {"Message": "", "Recipients": [
+        {"statusCode": 101, "number": "+254711000001", "status": "Success", "cost": "KES 0.8000", "messageId": "a"}]}})
+    gateway.send_batch([_msg(1, "+254711000001", "A"), _msg(2, "+254711000001", "A"), _msg(3, "+254711000001", "B")],
+                       CONFIG)
+    assert len(responses.calls) == 3
+
+
+@responses.activate
+def test_do_not_disturb_answer_is_a_rejection():
+    responses.post(SEND_URL, status=409, json={"SMSMessageData": {"Message": "Sent to 0/1 Total Cost: 0", "Recipients": [
+        {"cost": "0", "messageId": "None", "number": "+2348012345678", "status": "DoNotDisturbRejection",
+         "statusCode": 409}]}})
+    [result] = gateway.send_batch([_msg(1, "+2348012345678")], CONFIG)
+    assert result.outcome == REJECTED and "DoNotDisturbRejection" in result.detail
+
+
+@responses.activate
+def test_wrong_key_timeout_and_server_error_are_gateway_errors():
+    responses.post(SEND_URL, status=401, body="The supplied authentication is invalid")
+    [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
+    assert result.outcome == GATEWAY_ERROR and "refused the API key" in result.detail
+
+    responses.replace(responses.POST, SEND_URL, body=requests.ReadTimeout())
+    [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
+    assert result.outcome == GATEWAY_ERROR and "did not answer" in result.detail
+
+    responses.replace(responses.POST, SEND_URL, status=502, body="Bad Gateway")
+    [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
+    assert result.outcome == GATEWAY_ERROR and "HTTP 502" in result.detail
+
+
+@responses.activate
+def test_credential_check_reports_balance_or_a_clear_reason():
+    url = f"{LIVE_URL}/version1/user"
+    responses.get(url, json={"UserData": {"balance": "KES 1785.50"}})
+    check = gateway.check_credentials(CONFIG)
+    assert check.ok and "KES 1785.50" in check.message
+    assert responses.calls[0].request.url.endswith("username=mpmapp")
+
+    responses.replace(responses.GET, url, status=401, body="The supplied authentication is invalid")
+    check = gateway.check_credentials(CONFIG)
+    assert not check.ok and "refused the API key" in check.message
+
+    responses.replace(responses.GET, url, body=requests.ConnectTimeout())
+    check = gateway.check_credentials(CONFIG)
+    assert not check.ok and "did not answer" in check.message
+
+
+@responses.activate
+def test_sandbox_uses_the_sandbox_host_and_lowercase_user_data():
+    responses.get(f"{SANDBOX_URL}/version1/user", json={"userData": {"balance": "KES 0.0000"}})
+    config = GatewayConfig(credentials={"api_key": "k", "username": "sandbox"}, options={"environment": "sandbox"})
+    assert gateway.check_credentials(config).ok
+
+
+def test_missing_credentials_are_named():
+    check = gateway.check_credentials(GatewayConfig(credentials={"username": "x"}))
+    assert not check.ok and "API key" in check.message
+
+
+@pytest.mark.parametrize("raw,status", [("Success", "delivered"), ("Failed", "failed"), ("Rejected", "failed"),
+                                        ("Buffered", "sent"), ("Sent", "sent"), ("Submitted", "sent"),
+                                        ("AbsentSubscriber", "failed"), ("Expired", "failed")])
+def test_delivery_report_statuses(raw, status):
+    report = gateway.delivery_report_from_form(MultiDict({"id": "ATXid_1", "status": raw, "phoneNumber": "+254711000001",
+                                                          "networkCode": "63902", "failureReason": "UserInBlackList"}))
+    assert report.status == status and report.provider_message_id == "ATXid_1"
+
+
+def test_malformed_delivery_report_is_refused():
+    with pytest.raises(ValueError):
+        gateway.delivery_report_from_form(MultiDict({"id": "ATXid_1", "status": "Whatever"}))
+    with pytest.raises(ValueError):
+        gateway.delivery_report_from_form(MultiDict({"status": "Success"}))
+
+
+def test_registry_and_callback_urls(app_ctx, company):
+    assert get_gateway("africastalking") is gateway
+    urls = callback_urls(company.id)
+    assert set(urls) == {"africastalking", "textbee", "viber", "android"}
+    (label, url), (label2, url2) = urls["africastalking"]
+    assert url.startswith(f"http://mpm.test/api/africas-talking/callback/{company.id}/delivery-reports?token=")
+    assert url2.startswith(f"http://mpm.test/api/africas-talking/callback/{company.id}/incoming-messages?token=")
+    # Stable: the secret is stored once and reused.
+    assert callback_urls(company.id)["africastalking"][0][1] == url
