@@ -9,7 +9,7 @@ import pytest
 import responses
 from sqlalchemy import select, text
 
-from conftest import csrf_token, enable_gateway, login, make_company, make_user
+from conftest import csrf_token, enable_gateway, login, make_company, make_user, run_jobs
 from mpm.extensions import db
 from mpm.gateways.credentials import decrypt
 from mpm.models import AuditEntry, GatewaySetting, Sms
@@ -501,3 +501,21 @@ def test_plugins_of_another_company_are_separate(client, app_ctx):
     page = client.get("/plugins/").get_data(as_text=True)
     assert "No active SMS provider" in page and sidebar_plugins(page) == []
     assert "••••" + AT_KEY[-4:] not in client.get("/plugins/africastalking/settings").get_data(as_text=True)
+
+
+@responses.activate
+def test_test_sms_goes_out_through_the_gateway_used_now(app, logged_in, company):
+    enable_gateway(company, "africastalking", credentials={"api_key": AT_KEY, "username": "acme"})
+    responses.add(responses.POST, "https://api.africastalking.com/version1/messaging", json={"SMSMessageData": {
+        "Message": "Sent to 1/1 Total Cost: KES 0.8000",
+        "Recipients": [{"statusCode": 101, "number": "+254712345678", "status": "Success", "cost": "KES 0.8000",
+                        "messageId": "ATXid_5f3c0a1b2c"}]}})
+    logged_in.post("/plugins/textbee/test-sms", data={"number": "+254 712 345678", "csrf_token": csrf_token(logged_in)},
+                   headers={"HX-Request": "true"})
+    sms_id = db.session.scalar(select(Sms.id))
+    run_jobs(app)
+    [call] = [c for c in responses.calls if c.request.method == "POST"]
+    assert "to=%2B254712345678" in call.request.body and call.request.headers["apiKey"] == AT_KEY
+    line = logged_in.get(f"/plugins/textbee/test-sms/{sms_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "status-sent" in line and "via africastalking" in line
+    assert "hx-get" in line  # still waiting for the delivery report
