@@ -5,7 +5,6 @@ colleague does not lock out the whole office behind one NAT address, and a loose
 per address, so nobody can try many accounts from one place. Counters live in Redis in
 production (shared by every gunicorn worker and machine), in memory in tests.
 """
-import math
 import os
 import time
 from datetime import datetime, timezone
@@ -47,7 +46,7 @@ def _failed_login(response) -> bool:
 def lockout_message(reset_at: float | None) -> str:
     if reset_at is None:
         return "Too many failed log-in attempts. Wait a few minutes, then try again."
-    minutes = max(1, math.ceil((reset_at - time.time()) / 60))
+    minutes = max(1, round((reset_at - time.time()) / 60))
     until = datetime.fromtimestamp(reset_at, timezone.utc).strftime("%H:%M UTC")
     unit = "minute" if minutes == 1 else "minutes"
     return (f"Too many failed log-in attempts. Log-in is locked for {minutes} {unit} "

@@ -155,14 +155,19 @@ def page(request, browser, live_server):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    # HTTP statuses are judged from the responses (422 is an expected validation answer), the
+    # console only for script errors and CSP violations.
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.request.method} {r.url}")
+            if r.status >= 500 or (r.status == 404 and not r.url.endswith("/favicon.ico")) else None)
     yield page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
     context.close()
-    # A JavaScript error or a CSP violation in the console is a broken page even if the test passed.
-    assert not errors, f"browser console errors: {errors}"
+    # A script error, a CSP violation or a server error is a broken page even if the test passed.
+    assert not errors, f"browser errors: {errors}"
 
 
 @pytest.fixture
