@@ -172,15 +172,16 @@ class Selection:
         if self.sms_gateway is None:
             return (f"{NO_ACTIVE_PROVIDER} for SMS: only Viber is active, so only people subscribed to the Viber bot "
                     "receive messages. Enable AfricasTalking or TextBee to reach everyone else.")
-        used = SHORT_LABELS[self.sms_gateway]
         reasons = self._skipped_before(self.sms_gateway)
-        because = f"{'; '.join(reasons)}, so " if reasons else ""
-        sentence = f"{because}{used} is used now".strip()
-        sentence = sentence[0].upper() + sentence[1:]
-        fallbacks = [SHORT_LABELS[p.key] for p in self.plugins
-                     if p.usable and p.key not in (self.sms_gateway,) and p.position > self.state_of(self.sms_gateway).position]
+        sentence = f"{SHORT_LABELS[self.sms_gateway]} is used now"
+        if reasons:
+            sentence = f"{'; '.join(reasons)}, so {sentence}"
+            sentence = sentence[0].upper() + sentence[1:]
         if self.viber_gateway == "viber":
             sentence += " (Viber for people subscribed to the Viber bot)"
+        position = self.state_of(self.sms_gateway).position
+        fallbacks = [p.short_label + (" (for Viber users)" if p.key == "viber" else "")
+                     for p in self.plugins if p.usable and p.position > position]
         if fallbacks:
             sentence += f"; when it fails, {' then '.join(fallbacks)} take{'s' if len(fallbacks) == 1 else ''} over"
         return sentence + "."
@@ -190,13 +191,20 @@ class Selection:
         plugin = self.state_of(key)
         label = plugin.short_label
         if not plugin.usable:
-            now = f"{SHORT_LABELS[self.sms_gateway]} is used instead" if self.sms_gateway else NO_ACTIVE_PROVIDER
+            if self.sms_gateway:
+                now = f"{SHORT_LABELS[self.sms_gateway]} is used instead"
+            elif self.viber_gateway:
+                now = f"Only Viber is active, for people subscribed to the Viber bot; for everyone else: {NO_ACTIVE_PROVIDER}"
+            else:
+                now = NO_ACTIVE_PROVIDER
             return f"Not used: {plugin.why_not_usable}. {now}."
         if key == self.sms_gateway:
             reasons = self._skipped_before(key)
+            except_viber = " (people subscribed to the Viber bot get Viber messages)" if self.viber_gateway == "viber" else ""
             if reasons:
-                return f"Used now: {'; '.join(reasons)}, so every SMS goes through {label}."
-            return f"Used now: {label} is first in the priority order among the active gateways, so every SMS goes through it."
+                return f"Used now: {'; '.join(reasons)}, so every SMS goes through {label}{except_viber}."
+            return (f"Used now: {label} is first in the priority order among the active gateways, "
+                    f"so every SMS goes through it{except_viber}.")
         if key == "viber":
             if self.viber_gateway == "viber":
                 rest = (f"everyone else gets SMS through {SHORT_LABELS[self.sms_gateway]}" if self.sms_gateway

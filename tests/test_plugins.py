@@ -519,3 +519,12 @@ def test_test_sms_goes_out_through_the_gateway_used_now(app, logged_in, company)
     line = logged_in.get(f"/plugins/textbee/test-sms/{sms_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
     assert "status-sent" in line and "via africastalking" in line
     assert "hx-get" in line  # still waiting for the delivery report
+
+
+def test_the_fallback_order_is_spelled_out(logged_in, company):
+    enable_gateway(company, "africastalking")
+    enable_gateway(company, "textbee")
+    page = logged_in.get("/plugins/").get_data(as_text=True)
+    assert "AfricasTalking is used now; when it fails, TextBee takes over." in page
+    assert ("Standby: AfricasTalking comes first in the priority order; TextBee takes over when AfricasTalking fails."
+            in logged_in.get("/plugins/textbee/").get_data(as_text=True))
