@@ -1,5 +1,5 @@
 """Browser-test fixtures: the real app served on a loopback port, a real RQ worker process,
-the gateway simulator, and Debian's chromium driven by Playwright.
+and Debian's chromium driven by Playwright (the gateway simulator is tests/conftest.py's).
 
 Each test saves a screenshot of its final state under $MPM_TEST_OUTPUT/screenshots."""
 import os
@@ -116,21 +116,6 @@ def worker(app, tmp_path):
             pytest.fail("the RQ worker did not start:\n" + (tmp_path / "worker.log").read_text()[-3000:])
         time.sleep(0.1)
     yield proc
-    stop_process(proc)
-    log.close()
-
-
-@pytest.fixture
-def simulator(app, tmp_path):
-    """The local gateway simulator (a development tool) on its own loopback port."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "simulator.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(port)], cwd=ROOT,
-                            env=_process_env(app), stdout=log, stderr=subprocess.STDOUT)
-    wait_for_http(url + "/healthz")
-    app.config["SIMULATOR_URL"] = url
-    yield url
     stop_process(proc)
     log.close()
 
