@@ -47,7 +47,8 @@ def save_reply_settings(company_id: int, opt_out: str, opt_in: str, resend_key: 
         for word in words:
             folded = word.casefold()
             if folded in seen and seen[folded] != label:
-                raise SettingsInvalid(f"“{word}” is both an {seen[folded]} and a {label} word; use it for one only.")
+                raise SettingsInvalid(f"“{word}” is both {_article(seen[folded])} word and {_article(label)} word; "
+                                      "use it for one only.")
             seen[folded] = label
     company = db.session.get(Company, company_id)
     company.settings = {**(company.settings or {}), **values}
@@ -55,6 +56,10 @@ def save_reply_settings(company_id: int, opt_out: str, opt_in: str, resend_key: 
                               subject="SMS keywords", details=values))
     db.session.commit()
     return values
+
+
+def _article(label: str) -> str:
+    return ("an " if label[0] in "aeiou" else "a ") + label
 
 
 def _bare(text: str) -> str:
@@ -189,15 +194,13 @@ def conversation(sms: Sms, limit: int = 50) -> list[Sms]:
 
 
 def reply_to(incoming: Sms, body: str, user_id: int | None) -> Sms:
-    """Staff answer an incoming message: to the number it came from. Raises SmsRefused, nothing stored."""
-    if incoming.direction != "inbound":
-        raise SmsRefused("Only an incoming message can be answered here.")
+    """Staff answer a message of a conversation: to its number. Raises SmsRefused, nothing stored."""
     person = db.session.get(Person, incoming.person_id) if incoming.person_id else None
     recipient = Recipient(number=incoming.number, person_id=incoming.person_id,
                           viber_id=person.viber_id if person else None)
     [sms] = queue_messages(incoming.company_id, [recipient], (body or "").strip(), trigger="reply",
                            trigger_id=incoming.id, sender_user_id=user_id, lane=HIGH)
-    if incoming.read_at is None:
+    if incoming.direction == "inbound" and incoming.read_at is None:
         incoming.read_at = utcnow()
         db.session.commit()
     return sms

@@ -1,5 +1,5 @@
 """The SMS inbox: incoming messages with unread state, the conversation, and the staff reply."""
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from mpm import replies
@@ -27,10 +27,8 @@ def read_all():
 
 
 def _incoming(sms_id: int) -> Sms:
-    sms = get_for_company_or_404(Sms, sms_id)
-    if sms.direction != "inbound":
-        abort(404)
-    return sms
+    # Any message opens its conversation (the thread with that number); only inbound ones have unread state.
+    return get_for_company_or_404(Sms, sms_id)
 
 
 def _conversation(sms: Sms, **extra):

@@ -5,6 +5,7 @@ from flask_login import current_user, login_required
 from mpm import customers, transactions
 from mpm.messaging.status import IN_FLIGHT
 from mpm.models import Person, Transaction
+from mpm.extensions import db
 from mpm.web import company_id, get_for_company_or_404, page_or_fragment
 
 bp = Blueprint("transactions", __name__, url_prefix="/transactions")
@@ -18,13 +19,17 @@ def index():
     return page_or_fragment("transactions/index.html", "transactions/_table.html", result=result, q=q)
 
 
+def _chosen_customer(raw) -> Person | None:
+    """The customer already picked on the form, if it is one of this company's."""
+    try:
+        person = db.session.get(Person, int(raw))
+    except (TypeError, ValueError):
+        return None
+    return person if person is not None and person.company_id == company_id() else None
+
+
 def _form_page(form: dict, error: str | None = None, field: str | None = None, status: int = 200):
-    customer = None
-    if form.get("customer_id"):
-        try:
-            customer = get_for_company_or_404(Person, int(form["customer_id"]))
-        except ValueError:
-            customer = None
+    customer = _chosen_customer(form.get("customer_id"))
     return render_template("transactions/new.html", form=form, error=error, field=field, customer=customer,
                            currency=current_user.company.currency), status
 
