@@ -501,3 +501,31 @@ def test_another_companys_broadcast_is_a_plain_404(client, company, town):
     assert f"#{broadcast.id}" not in client.get("/broadcasts/").get_data(as_text=True)
     db.session.expire_all()
     assert db.session.get(Broadcast, broadcast.id).state == "draft"
+
+
+# --- end to end through the real worker, dispatch and the gateway simulator ----------------------
+
+def test_broadcast_goes_out_once_per_person_through_the_worker_and_the_simulator(app, company, town, simulator):
+    from conftest import enable_simulated_gateway, run_jobs
+
+    app.config["BROADCAST_CHUNK_SIZE"] = 2
+    enable_simulated_gateway(company, simulator)
+    admin = make_user(company)
+    broadcast = draft(company, admin, "Dear [name], power is off in [mini_grid] on Saturday.",
+                      audience=Audience(mini_grid_ids=(town["grid_a"], town["grid_b"]), group_ids=(town["shops"],),
+                                        person_ids=(town["daudi"], town["esther"])))
+    lifecycle.confirm(company.id, broadcast.id, admin.id)
+    run_jobs(app)
+    received = sorted((m["number"], m["message"]) for m in simulator.received("africastalking"))
+    assert received == [
+        ("+254712000001", "Dear Amina, power is off in Kisiwa on Saturday."),
+        ("+254712000002", "Dear Baraka, power is off in Mto Mawe on Saturday."),
+        ("+254712000003", "Dear Chege, power is off in Kisiwa on Saturday."),
+        ("+254712000004", "Dear Daudi, power is off in Kisiwa on Saturday."),
+    ]
+    db.session.expire_all()
+    done = db.session.get(Broadcast, broadcast.id)
+    assert done.state == "done" and done.finished_at is not None and done.recipient_count == 4
+    assert progress.progress(done).counts["sent"] + progress.progress(done).counts["delivered"] == 4
+    run_jobs(app)
+    assert len(simulator.received("africastalking")) == 4  # nothing goes out twice

@@ -2,6 +2,7 @@
 
 The web request only stores the broadcast and enqueues the fan-out job (mpm.broadcasts.fanout);
 messages are created by the job, chunk by chunk."""
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,6 +25,7 @@ from mpm.queue import BULK, queue
 DEFAULT_PRICE_PER_SEGMENT = Decimal("0.80")
 DEFAULT_VALIDITY_HOURS = 24
 MAX_VALIDITY_HOURS = 7 * 24
+DEFAULT_CHUNK_SIZE = 2000
 FANOUT_JOB = "mpm.broadcasts.fanout.run_broadcast"
 ACTIVE = ("scheduled", "sending")
 
@@ -280,4 +282,6 @@ def cancel(company_id: int, broadcast_id: int, user_id: int | None, now: datetim
 
 
 def chunk_size() -> int:
-    return current_app.config.get("BROADCAST_CHUNK_SIZE", 2000)
+    """People per fan-out chunk (one bulk INSERT). Config BROADCAST_CHUNK_SIZE, else MPM_BROADCAST_CHUNK_SIZE."""
+    configured = current_app.config.get("BROADCAST_CHUNK_SIZE") or os.environ.get("MPM_BROADCAST_CHUNK_SIZE")
+    return int(configured or DEFAULT_CHUNK_SIZE)
