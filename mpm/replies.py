@@ -66,20 +66,24 @@ def _bare(text: str) -> str:
     return re.sub(r"[\s.!]+$", "", (text or "").strip()).casefold()
 
 
+def _starts_with_word(bare: str, word: str) -> bool:
+    """'ticket: no power' and 'ticket#4 done' start with 'ticket'; 'tickets' does not."""
+    return re.match(rf"{re.escape(word.casefold())}(?!\w)", bare) is not None
+
+
 def act_on_incoming(sms: Sms) -> None:
     """Apply the reply rules to a stored incoming message. Never raises for a refusal to send: the
     message is stored already, and its event log says what happened."""
     company = db.session.get(Company, sms.company_id)
     rules = reply_settings(company)
     bare = _bare(sms.body)
-    first_word = bare.split(maxsplit=1)[0] if bare else ""
     if bare in {w.casefold() for w in rules["opt_out_words"]}:
         _set_opt_out(sms, True)
     elif bare in {w.casefold() for w in rules["opt_in_words"]}:
         _set_opt_out(sms, False)
-    elif first_word == rules["resend_key"].casefold():
+    elif _starts_with_word(bare, rules["resend_key"]):
         _resend(sms)
-    elif first_word == rules["ticket_keyword"].casefold() or first_word.startswith(rules["ticket_keyword"].casefold() + "#"):
+    elif _starts_with_word(bare, rules["ticket_keyword"]):
         _ticket_comment(sms, rules["ticket_keyword"])
 
 
