@@ -1,10 +1,12 @@
 """SMS pages: the customer's Send SMS panel, the company's history (filters, keyset pages, CSV),
 one message with its timeline and resend, and the New message page."""
-from flask import (Blueprint, Response, current_app, flash, redirect, render_template, request,
+from functools import lru_cache
+
+from flask import (Blueprint, Response, current_app, flash, g, redirect, render_template, request,
                    stream_with_context, url_for)
 from flask_login import current_user, login_required
 
-from mpm import customers
+from mpm import customers, phones
 from mpm.messaging import history
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused
@@ -22,9 +24,14 @@ SEARCH_RESULTS = 10
 
 @bp.app_template_filter("local_time")
 def local_time_filter(moment):
-    """A stored UTC time as the company's wall-clock time."""
-    zone = history.company_zone(current_user.company if current_user.is_authenticated else None)
-    return history.local_time(moment, zone)
+    """A stored UTC time as the company's wall-clock time (the zone looked up once per request)."""
+    if "company_zone" not in g:
+        g.company_zone = history.company_zone(current_user.company if current_user.is_authenticated else None)
+    return history.local_time(moment, g.company_zone)
+
+
+# A history page shows the same few numbers many times; parsing each with phonenumbers is the slow part.
+bp.app_template_filter("sms_phone")(lru_cache(maxsize=4096)(phones.display))
 
 
 @bp.app_template_global()
