@@ -6,6 +6,7 @@ per address, so nobody can try many accounts from one place. Counters live in Re
 production (shared by every gunicorn worker and machine), in memory in tests.
 """
 import os
+import re
 import time
 from datetime import datetime, timezone
 
@@ -88,3 +89,16 @@ def init_security(app: Flask) -> Limiter:
         return page, 429, headers
 
     return limiter
+
+
+# Callback URLs carry the company's secret (`?token=…`, or in the Android path): access logs must not.
+_SECRET_IN_QUERY = re.compile(r"((?:^|[?&;])(?:token|secret|api_?key|signature)=)[^&;\s\"]*", re.IGNORECASE)
+_SECRET_IN_PATH = re.compile(r"(/api/sms-android-callback/\d+/)[^/?\s\"]+")
+
+
+def redact_url(text: str) -> str:
+    """A request line, path or query string with callback secrets replaced by '[redacted]'."""
+    if not text:
+        return text
+    text = _SECRET_IN_PATH.sub(r"\1[redacted]", text)
+    return _SECRET_IN_QUERY.sub(r"\1[redacted]", text)

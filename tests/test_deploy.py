@@ -130,9 +130,17 @@ def _run_web_and_worker(app, tmp_path, web_command, worker_command, env):
         assert login_page.status_code == 200 and "Log in" in login_page.text
         assert login_page.headers["X-Frame-Options"] == "DENY"
         assert "gunicorn" in login_page.headers.get("Server", "")
+        # Providers put the company's callback secret in the URL; the access log must not keep it.
+        requests.post(url + "/api/africas-talking/callback/1/delivery-reports?token=QUERYSECRET123",
+                      data={"id": "x", "status": "Success"}, timeout=5)
+        requests.get(url + "/api/sms-android-callback/1/PATHSECRET456/delivery", timeout=5)
     finally:
         codes = _stop_gracefully(procs)
     assert codes == [0, 0], f"exit codes {codes}:\n" + "\n".join(l.read_text()[-2000:] for l in logs)
+    access_log = logs[0].read_text()
+    assert "/api/africas-talking/callback/1/delivery-reports?token=[redacted]" in access_log
+    assert "/api/sms-android-callback/1/[redacted]/delivery" in access_log
+    assert "QUERYSECRET123" not in access_log and "PATHSECRET456" not in access_log
     with app.app_context():
         assert Worker.all(connection=redis_connection()) == []  # the stopped worker said goodbye
 
