@@ -5,7 +5,7 @@ confirmation's dedupe key (transaction:<id>:confirmation) makes queue_messages r
 import math
 import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -85,7 +85,7 @@ def _decimal(data: dict, key: str, label: str) -> Decimal | None:
         raise TransactionInvalid(f"{label} must be a number, not “{value}”.", key) from None
     if not number.is_finite() or number <= 0:
         raise TransactionInvalid(f"{label} must be more than 0.", key)
-    if number >= Decimal("1e10"):
+    if number >= Decimal("1e9"):
         raise TransactionInvalid(f"{label} is too large.", key)
     return number
 
@@ -98,6 +98,8 @@ def parse_payment(company_id: int, data: dict, default_provider: str = "staff") 
         person_id = None
     else:
         try:
+            if isinstance(person_id, (bool, float)):
+                raise ValueError
             person_id = int(person_id)
         except (TypeError, ValueError):
             raise TransactionInvalid("customer_id must be a whole number.", "customer_id") from None
@@ -113,6 +115,7 @@ def parse_payment(company_id: int, data: dict, default_provider: str = "staff") 
     amount = _decimal(data, "amount", "Amount")
     if amount is None:
         raise TransactionInvalid("Amount is missing.", "amount")
+    amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)  # what the database keeps, so the SMS says the same
     currency = (_text(data, "currency", 3) or company.currency).upper()
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise TransactionInvalid("Currency must be a 3-letter code such as KES.", "currency")
@@ -125,6 +128,8 @@ def parse_payment(company_id: int, data: dict, default_provider: str = "staff") 
     )
     energy_key = "energy_kwh" if data.get("energy_kwh") not in (None, "") else "energy"
     payment.energy_kwh = _decimal(data, energy_key, "Energy (kWh)")
+    if payment.energy_kwh is not None:
+        payment.energy_kwh = payment.energy_kwh.quantize(Decimal("0.001"), ROUND_HALF_UP)
     duration = data.get("duration")
     if duration not in (None, ""):
         try:
@@ -338,6 +343,11 @@ def messages_for(transaction: Transaction) -> list[Sms]:
         Sms.company_id == transaction.company_id, Sms.trigger.in_(CONFIRMATION_TRIGGERS),
         Sms.trigger_id == transaction.id, Sms.direction == "outbound",
     ).order_by(Sms.created_at.desc(), Sms.id.desc())))
+
+
+def transaction_for_company(company_id: int, transaction_id: int) -> Transaction | None:
+    transaction = db.session.get(Transaction, transaction_id)
+    return transaction if transaction is not None and transaction.company_id == company_id else None
 
 
 def as_json(transaction: Transaction) -> dict:

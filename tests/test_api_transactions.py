@@ -180,3 +180,14 @@ def test_a_manager_cannot_create_tokens(client, company):
     response = client.post("/settings/api-tokens", data={"name": "x", "csrf_token": csrf_token(client)})
     assert response.status_code == 403
     assert count(ApiToken) == 0
+
+
+def test_provider_reads_the_confirmation_status_back(client, company, customer, token):
+    created = post(client, {"customer_id": customer.id, "amount": 10.005}, token).get_json()
+    assert created["amount"] == "10.01"
+    url = f"{URL}/{created['id']}"
+    assert client.get(url).status_code == 401
+    data = client.get(url, headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert data["confirmation_sms"]["status"] == "queued" and data["id"] == created["id"]
+    _, their_token = api_tokens.create_token(make_company("Other").id, "theirs")
+    assert client.get(url, headers={"Authorization": f"Bearer {their_token}"}).status_code == 404

@@ -144,3 +144,13 @@ def test_every_staff_payment_sends_once_end_to_end(app, logged_in, company, simu
     received = simulator.received("africastalking")
     assert [r["number"] for r in received] == ["+254712000003"]
     assert "we received your payment of 75 KES" in received[0]["message"]
+
+
+def test_forms_and_sidebar_entries(logged_in, company, customer):
+    page = logged_in.get(f"/transactions/new?customer_id={customer.id}").get_data(as_text=True)
+    assert f'name="customer_id" value="{customer.id}" checked' in page and 'name="csrf_token"' in page
+    ticket_form = logged_in.get(f"/maintenance/new?customer_id={customer.id}").get_data(as_text=True)
+    assert f'name="customer_id" value="{customer.id}" checked' in ticket_form and "Meter fault" in ticket_form
+    for href, label in (("/transactions/", "Transactions"), ("/maintenance/", "Maintenance"),
+                        ("/inbox/", "Inbox"), ("/settings/sms", "Settings → SMS")):
+        assert f'<a href="{href}">{label}</a>' in page or f'<a href="{href}" aria-current="page">{label}</a>' in page

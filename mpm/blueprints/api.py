@@ -53,6 +53,16 @@ def create_transaction():
     return jsonify(transactions.as_json(transaction)), 201 if created else 200
 
 
+@bp.get("/transactions/<int:transaction_id>")
+@token_required
+def get_transaction(transaction_id: int):
+    """The transaction and its confirmation SMS's current status."""
+    transaction = transactions.transaction_for_company(g.api_company_id, transaction_id)
+    if transaction is None:
+        return error(f"No transaction with id {transaction_id}.", 404)
+    return jsonify(transactions.as_json(transaction))
+
+
 @bp.errorhandler(404)
 @bp.errorhandler(405)
 def api_error(exc):
