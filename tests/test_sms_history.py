@@ -252,3 +252,18 @@ def test_csv_keeps_phone_numbers_but_defuses_signed_formulas(logged_in, company)
     rows = read_csv(get_csv(logged_in, "/sms/export.csv"))
     assert rows[0]["number"] == "+254712000001"
     assert rows[0]["body"] == "'+SUM(1,2)"
+
+
+def test_broad_search_finds_the_same_messages_as_a_narrow_one(logged_in, company, monkeypatch):
+    from mpm.messaging import history
+
+    made = []
+    for i in range(4):
+        person = make_person(company, f"Wanjiku{i}", "Kamau", f"+2547120001{i:02d}")
+        made += [add_sms(company, i * 10 + j, person_id=person.id, number=f"+2547120001{i:02d}").id for j in range(3)]
+    add_sms(company, 99, body="nobody's")
+    narrow = ids_in(logged_in.get("/sms/?q=kamau").get_data(as_text=True))
+    monkeypatch.setattr(history, "FEW_PEOPLE", 2)  # four people match: the broad way
+    broad = ids_in(logged_in.get("/sms/?q=kamau").get_data(as_text=True))
+    assert narrow == broad == made[::-1]
+    assert ids_in(logged_in.get("/sms/?q=nobody").get_data(as_text=True)) == []

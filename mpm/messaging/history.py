@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import joinedload
 
 from mpm.extensions import db
@@ -143,33 +143,51 @@ class HistoryFilter:
         return bool(self.query_args())
 
 
+FEW_PEOPLE = 50
+
+
+def _messages_of(people):
+    """Messages of the people this select returns. For a few, seek each one's messages
+    (ix_sms_person_created); for many (a broad search like "a"), walk the time index and test
+    membership instead: `person_id + 0` keeps both SQLite and PostgreSQL off the per-person index,
+    which would gather and sort every message of all of them. None when nobody matches."""
+    few = list(db.session.scalars(people.distinct().limit(FEW_PEOPLE + 1)))
+    if not few:
+        return None
+    if len(few) <= FEW_PEOPLE:
+        return Sms.person_id.in_(few)
+    return (Sms.person_id + 0).in_(people)
+
+
 def _search_condition(company_id: int, q: str, default_region: str):
     """Name words → the people they name; a number (any local format, or part of one) → the people
     with that number, and only when nobody has it, the messages to or from that number.
 
-    Going through the people keeps the search on indexes (ix_sms_person_created): Sms.number has no
-    index, so matching it scans every message of the company. Known gap: a message from a number that
-    was nobody's at the time is found by number only while the number still belongs to nobody."""
+    Going through the people keeps the search on indexes: Sms.number has no index, so matching it
+    scans every message of the company. Known gap: a message from a number that was nobody's at the
+    time is found by number only while the number still belongs to nobody."""
     digits = re.sub(r"\D", "", q)
+    words = q.split()
     if len(digits) >= 3:
         try:
             e164 = to_e164(q, default_region)
         except InvalidPhoneNumber:
             e164 = None
-        numbers = select(PhoneNumber.person_id).where(PhoneNumber.company_id == company_id)
-        numbers = numbers.where(PhoneNumber.e164 == e164) if e164 else numbers.where(PhoneNumber.e164.like(f"%{digits}%"))
-        owners = list(db.session.scalars(numbers.distinct().limit(1000)))
-        if owners:
-            return Sms.person_id.in_(owners)
-        return Sms.number == e164 if e164 else Sms.number.like(f"%{digits}%")
-    words = q.split()
-    if not words:
+        people = select(PhoneNumber.person_id).where(PhoneNumber.company_id == company_id)
+        people = people.where(PhoneNumber.e164 == e164) if e164 else people.where(PhoneNumber.e164.like(f"%{digits}%"))
+    elif words:
+        people = select(Person.id).where(
+            Person.company_id == company_id,
+            *(or_(Person.name.ilike(f"%{w}%"), Person.surname.ilike(f"%{w}%")) for w in words),
+        )
+    else:
         return None
-    people = select(Person.id).where(
-        Person.company_id == company_id,
-        *(or_(Person.name.ilike(f"%{w}%"), Person.surname.ilike(f"%{w}%")) for w in words),
-    )
-    return Sms.person_id.in_(people)
+    condition = _messages_of(people)
+    if condition is not None:
+        return condition
+    if len(digits) >= 3:
+        return Sms.number == e164 if e164 else Sms.number.like(f"%{digits}%")
+    return false()
 
 
 def _filtered(company_id: int, flt: HistoryFilter):
