@@ -143,7 +143,7 @@ def template_values(ticket: MaintenanceTicket, recipient: Person) -> dict:
     return {
         **sms_templates.person_values(recipient),
         "ticket_id": ticket.id, "category": ticket.category, "description": ticket.description,
-        "due_date": ticket.due_date.isoformat() if ticket.due_date else "no due date",
+        "due_date": ticket.due_date.isoformat() if ticket.due_date else "not set",
         "customer_name": customer.full_name, "customer_phone": phone(customer),
         "agent_name": assignee.full_name if assignee else "not assigned yet", "agent_phone": phone(assignee),
     }

@@ -65,7 +65,7 @@ def test_reassign_and_close_notify_both_and_are_logged(company, people):
 def test_ticket_without_assignee_tells_the_customer_and_assigning_later_notifies(company, people):
     ticket = maintenance.create_ticket(company.id, people["customer"].id, "Other", "").ticket
     [created] = sms_of(ticket.id)
-    assert "Assigned to: not assigned yet. Due: no due date." in created.body
+    assert "Assigned to: not assigned yet. Due: not set." in created.body
     maintenance.assign_ticket(ticket, people["agent"].id)
     assert len(sms_of(ticket.id)) == 3
 
