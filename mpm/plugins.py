@@ -360,10 +360,10 @@ def _parse(key: str, form: Mapping, stored: _Stored) -> tuple[dict, dict, list[s
             else:
                 errors[f.name] = f"Choose one of: {', '.join(f.choices)}."
         elif f.kind == "int":
-            if raw.isdigit() and len(raw) <= 9:
+            if raw.isdigit() and 0 < int(raw) < 10**9:
                 values[f.name] = int(raw)
             else:
-                errors[f.name] = "Enter a whole number, 0 or more."
+                errors[f.name] = "Enter a whole number, 1 or more."
         elif f.kind == "number":
             try:
                 number = float(raw)
