@@ -94,6 +94,7 @@ def test_resend_queues_a_new_message_linked_both_ways(logged_in, company, failed
     new_page = logged_in.get(f"/sms/{new.id}").get_data(as_text=True)
     assert f"Resend of <a href=\"/sms/{failed_sms.id}\">message #{failed_sms.id}</a>" in new_page
     assert f"resend of message #{failed_sms.id}" in new_page
+    assert "<dt>Sent by</dt><dd>Admin (admin-" in new_page  # who pressed Resend
     old_page = logged_in.get(f"/sms/{failed_sms.id}").get_data(as_text=True)
     assert f"Resent as <a href=\"/sms/{new.id}\">message #{new.id}</a>" in old_page
     assert f"resent as message #{new.id}" in old_page

@@ -19,7 +19,7 @@ from mpm.gateways.catalog import PRIORITY
 from mpm.messaging import status
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import Recipient, SmsRefused, check_body, queue_messages, recipient_for_person
-from mpm.models import Company, Person, PhoneNumber, Sms
+from mpm.models import Company, Person, PhoneNumber, Sms, User
 from mpm.phones import InvalidPhoneNumber, to_e164
 from mpm.queue import HIGH
 
@@ -420,6 +420,7 @@ class MessageDetail:
     units: int
     resent_as: list[Sms]
     resend_of: Sms | None
+    sender: User | None
 
     @property
     def can_resend(self) -> bool:
@@ -435,8 +436,11 @@ def message_detail(sms: Sms) -> MessageDetail:
     resend_of = None
     if sms.trigger == "resend" and sms.trigger_id:
         resend_of = db.session.scalar(select(Sms).where(Sms.company_id == sms.company_id, Sms.id == sms.trigger_id))
+    sender = None
+    if sms.sender_user_id:
+        sender = db.session.scalar(select(User).where(User.company_id == sms.company_id, User.id == sms.sender_user_id))
     return MessageDetail(sms=sms, characters=info.characters, units=info.units, resent_as=resent_as,
-                         resend_of=resend_of)
+                         resend_of=resend_of, sender=sender)
 
 
 def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> Sms:
