@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/history_page.py                 # SQLite in a temporary folder
     MPM_BENCH_DATABASE_URL=postgresql://user@host/db .venv/bin/python bench/history_page.py
-                                                           # PostgreSQL: the database is EMPTIED first
+                                                           # PostgreSQL: its tables are DROPPED and refilled
     options: --rows N (default 1,000,000)  --runs N (default 5)  --keep PATH (SQLite file to reuse)
+             --refill (fill again even when a previous run left the rows there)
 
 Fills the database with bulk inserts, then asks the app (in process, through the test client, logged
 in) for the first, a middle and the last page of the history, with and without filters, and prints the
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", help="SQLite file: filled once, reused by later runs")
+    parser.add_argument("--refill", action="store_true", help="empty and fill again even if the rows are there")
     args = parser.parse_args()
 
     url = os.environ.get("MPM_BENCH_DATABASE_URL")
@@ -125,7 +127,7 @@ def main() -> None:
     with app.app_context():
         print(f"database: {db.engine.dialect.name}  ({url.split('@')[-1]})")
         existing = db.inspect(db.engine).has_table("sms") and db.session.scalar(select(func.count()).select_from(Sms))
-        if existing and existing >= args.rows and db.engine.dialect.name == "sqlite":
+        if existing and existing >= args.rows and not args.refill:
             print(f"reusing {existing:,} rows")
         else:
             db.drop_all()
