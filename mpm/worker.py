@@ -3,7 +3,7 @@ import logging
 import threading
 
 from flask import Flask
-from rq import Worker
+from rq import SimpleWorker
 
 from mpm.queue import HIGH, LANES, AppContextJob, queue, redis_connection, use_app_for_jobs
 
@@ -36,7 +36,10 @@ def run_worker(app: Flask, burst: bool = False) -> None:
     with app.app_context():
         connection = redis_connection()
         queues = [queue(lane) for lane in LANES]
-        worker = Worker(queues, connection=connection, job_class=AppContextJob)
+        # Jobs run in this process, not in a fork per job: a send batch takes a few statements, and a
+        # fresh fork would redo imports, connections and SQL compilation every time (10× slower in
+        # bench/send_throughput.py). A job killed with its process is found again by the sweep.
+        worker = SimpleWorker(queues, connection=connection, job_class=AppContextJob)
     stop = threading.Event()
     if not burst:
         threading.Thread(target=_sweep_timer, args=(app, stop), daemon=True, name="mpm-sweep-timer").start()

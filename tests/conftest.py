@@ -199,11 +199,11 @@ class RunningSimulator:
 
         from werkzeug.serving import make_server
 
-        from mpm.simulator import create_simulator
+        from mpm.simulator import NoDelayRequestHandler, create_simulator
 
         self.app = create_simulator()
         self.state = self.app.extensions["simulator"]
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=NoDelayRequestHandler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

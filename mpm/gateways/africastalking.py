@@ -171,7 +171,8 @@ class AfricasTalkingGateway:
 
 
 def _digits(number: str) -> str:
-    return "".join(c for c in number if c.isdigit())
+    """Comparable form of a number as we send it (E.164) or as AT echoes it."""
+    return number.replace("+", "").replace(" ", "").replace("-", "")
 
 
 def _all(group: list[OutboundMessage], outcome: str, detail: str) -> list[SendResult]:

@@ -13,18 +13,19 @@ Order of one run:
 """
 import logging
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 
 from mpm.extensions import db
 from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, OutboundMessage, SendResult
 from mpm.gateways.catalog import GATEWAY_LABELS
 from mpm.gateways.credentials import UnreadableCredentials
-from mpm.gateways.registry import active_gateway_keys, config_for, find_gateway_setting, get_gateway
+from mpm.gateways.registry import active_gateway_settings, config_for, get_gateway
 from mpm.messaging import ratelimit, status
-from mpm.models import Person, Sms
+from mpm.models import Person, Sms, SmsEvent
 from mpm.models.base import utcnow
 from mpm.queue import queue
 
@@ -33,91 +34,141 @@ log = logging.getLogger(__name__)
 JOB = "mpm.messaging.dispatch.send_batch"
 
 
+@dataclass
+class _Claimed:
+    """One message this run owns (status `sending`), with what happened to it so far."""
+
+    id: int
+    number: str
+    body: str
+    person_id: int | None
+    attempts: int
+    lane: str
+    error: str | None
+    tried: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+
+class _Ledger:
+    """Events and final row values of one run, written in bulk: a batch of 100 costs a few
+    statements, not a few hundred. Rows are only ever changed while still `sending` (this run's)."""
+
+    def __init__(self, company_id: int):
+        self.company_id = company_id
+        self.events: list[dict] = []
+        self.rows: list[dict] = []
+
+    def event(self, sms_id: int, kind: str, detail: str, new_status: str | None = None, gateway: str | None = None):
+        self.events.append({"company_id": self.company_id, "sms_id": sms_id, "kind": kind, "status": new_status,
+                            "gateway": gateway, "detail": detail[:2000], "created_at": utcnow()})
+
+    def settle(self, msg: _Claimed, new_status: str, detail: str, *, gateway=None, provider_message_id=None, cost=None,
+               error=None, next_attempt_at=None, kind="attempt") -> None:
+        self.rows.append({"_id": msg.id, "_status": new_status, "_gateway": gateway, "_provider_message_id": provider_message_id,
+                          "_cost": cost, "_error": error[-2000:] if error else None, "_next_attempt_at": next_attempt_at,
+                          "_tried_gateways": list(msg.tried), "_updated_at": utcnow()})
+        self.event(msg.id, kind, detail, new_status, gateway)
+
+    def commit(self) -> None:
+        if self.events:
+            db.session.execute(insert(SmsEvent.__table__), self.events)
+        if self.rows:
+            table = Sms.__table__
+            columns = ("status", "gateway", "provider_message_id", "cost", "error", "next_attempt_at",
+                       "tried_gateways", "updated_at")
+            statement = (update(table)
+                         .where(table.c.id == bindparam("_id"), table.c.status == status.SENDING)
+                         .values({c: bindparam(f"_{c}", type_=table.c[c].type) for c in columns}))
+            db.session.execute(statement, self.rows)
+        db.session.commit()
+        self.events, self.rows = [], []
+
+
 def send_batch(company_id: int, sms_ids: list[int]) -> dict:
     """Send these queued SMS of this company. Safe to run twice. Returns counts per outcome."""
     now = utcnow()
     counts: dict[str, int] = defaultdict(int)
     counts["expired"] = _expire(company_id, sms_ids, now)
+    # Claimed but not yet committed: the claim is committed together with the first attempts.
     claimed = _claim(company_id, sms_ids, now)
     if not claimed:
+        db.session.commit()
         return dict(counts)
-    messages = db.session.scalars(select(Sms).where(Sms.id.in_(claimed)).order_by(Sms.id)).all()
-    viber_ids = _viber_ids(company_id, {m.person_id for m in messages if m.person_id})
-    pending: dict[int, Sms] = {m.id: m for m in messages}
-    reasons: dict[int, list[str]] = defaultdict(list)
+    settings = active_gateway_settings(company_id)
+    viber_ids = (_viber_ids(company_id, {m.person_id for m in claimed if m.person_id})
+                 if any(s.gateway == "viber" for s in settings) else {})
+    pending: dict[int, _Claimed] = {m.id: m for m in claimed}
+    ledger = _Ledger(company_id)
 
-    for key in active_gateway_keys(company_id):
+    for setting in settings:
         if not pending:
             break
+        key = setting.gateway
         gateway = get_gateway(key)
         label = GATEWAY_LABELS.get(key, key)
-        outbound = {sid: _outbound(sms, viber_ids, key) for sid, sms in pending.items()}
+        outbound = {sid: _outbound(company_id, msg, viber_ids, key) for sid, msg in pending.items()}
         candidates = [pending[sid] for sid, out in outbound.items() if gateway.can_reach(out)]
         if not candidates:
             continue
-        setting = find_gateway_setting(company_id, key)
         try:
             config = config_for(setting)
         except UnreadableCredentials as exc:
-            for sms in candidates:
-                reasons[sms.id].append(f"{label}: {exc}")
+            for msg in candidates:
+                msg.reasons.append(f"{label}: {exc}")
             continue
 
         limits = gateway.quotas(config) if hasattr(gateway, "quotas") else {}
         if limits:
             granted = ratelimit.take_quota(company_id, key, len(candidates), limits)
-            for sms in candidates[granted:]:
-                reasons[sms.id].append(f"{label}: plan quota spent ({limits.get('day')}/day, {limits.get('month')}/month)")
-                status.log_event(sms, "attempt", f"{label} skipped: plan quota spent", None, key)
+            for msg in candidates[granted:]:
+                msg.reasons.append(f"{label}: plan quota spent ({limits.get('day')}/day, {limits.get('month')}/month)")
+                ledger.event(msg.id, "attempt", f"{label} skipped: plan quota spent", None, key)
             candidates = candidates[:granted]
             if not candidates:
-                db.session.commit()
                 continue
 
         # The attempt is on record before the provider hears of it.
-        for sms in candidates:
-            sms.tried_gateways = [*(sms.tried_gateways or []), key]
-            status.log_event(sms, "attempt", f"sending through {label} (key {outbound[sms.id].idempotency_key})",
-                             status.SENDING, key)
-        db.session.commit()
+        for msg in candidates:
+            msg.tried.append(key)
+            ledger.event(msg.id, "attempt", f"sending through {label} (key {outbound[msg.id].idempotency_key})",
+                         status.SENDING, key)
+        ledger.commit()
 
         rate = setting.options.get("send_rate", getattr(gateway, "default_send_rate", None))
         ratelimit.wait_for_send_slot(company_id, key, len(candidates), float(rate) if rate else None)
-        results = _send(gateway, [outbound[s.id] for s in candidates], config)
+        results = _send(gateway, [outbound[m.id] for m in candidates], config)
 
         not_taken = 0
-        for sms in candidates:
-            result = results.get(sms.id) or SendResult(sms.id, GATEWAY_ERROR, detail=f"{label} gave no answer for it")
+        for msg in candidates:
+            result = results.get(msg.id) or SendResult(msg.id, GATEWAY_ERROR, detail=f"{label} gave no answer for it")
             if result.outcome == ACCEPTED:
-                sms.gateway, sms.provider_message_id, sms.next_attempt_at = key, result.provider_message_id, None
-                sms.error = None  # earlier rounds' reasons stay in the event log
-                if result.cost:
-                    sms.cost = result.cost[:32]
-                status.move(sms, status.SENT, result.detail or f"accepted by {label}", key, kind="attempt")
-                pending.pop(sms.id)
+                # Earlier rounds' reasons stay in the event log; the row's error is cleared.
+                ledger.settle(msg, status.SENT, result.detail or f"accepted by {label}", gateway=key,
+                              provider_message_id=result.provider_message_id,
+                              cost=result.cost[:32] if result.cost else None)
+                pending.pop(msg.id)
                 counts["sent"] += 1
                 continue
             not_taken += 1
             if result.outcome == REJECTED:
-                sms.gateway, sms.next_attempt_at = key, None
-                status.move(sms, status.FAILED, _joined(reasons[sms.id] + [result.detail]), key, kind="attempt")
-                pending.pop(sms.id)
+                reason = _joined(msg.reasons + [result.detail])
+                history = ((msg.error + "\n") if msg.error else "") + reason
+                ledger.settle(msg, status.FAILED, reason, gateway=key, error=history)
+                pending.pop(msg.id)
                 counts["failed"] += 1
                 continue
-            reasons[sms.id].append(result.detail)
-            status.log_event(sms, "attempt", f"gateway error, trying the next one: {result.detail}", None, key)
-            if result.recipient_unreachable and sms.person_id:
-                _forget_viber_id(company_id, sms, result.detail)
-                viber_ids.pop(sms.person_id, None)
+            msg.reasons.append(result.detail)
+            ledger.event(msg.id, "attempt", f"gateway error, trying the next one: {result.detail}", None, key)
+            if result.recipient_unreachable and msg.person_id:
+                _forget_viber_id(company_id, msg.person_id)
+                ledger.event(msg.id, "note", f"Viber id removed from the person: {result.detail}", None, key)
+                viber_ids.pop(msg.person_id, None)
         if limits:
             ratelimit.give_back_quota(company_id, key, not_taken, limits)
-        db.session.commit()
+        ledger.commit()
 
-    for sms in pending.values():
-        if not reasons[sms.id]:
-            reasons[sms.id].append("no active gateway can carry this message")
-    retry_groups = _retry_or_fail(pending.values(), reasons, now, counts)
-    db.session.commit()
+    retry_groups = _retry_or_fail(list(pending.values()), ledger, now, counts)
+    ledger.commit()
     for (lane, delay), ids in retry_groups.items():
         queue(lane).enqueue_in(timedelta(seconds=delay), JOB, company_id, ids)
     return dict(counts)
@@ -134,8 +185,9 @@ def _expire(company_id: int, sms_ids: list[int], now) -> int:
     return len(expired)
 
 
-def _claim(company_id: int, sms_ids: list[int], now) -> list[int]:
-    """queued → sending in one conditional UPDATE; returns the ids this run owns."""
+def _claim(company_id: int, sms_ids: list[int], now) -> list[_Claimed]:
+    """queued → sending in one conditional UPDATE; returns the messages this run owns once the
+    caller commits (a second run's UPDATE waits for that commit, then finds them `sending`)."""
     slack = now + timedelta(seconds=2)  # RQ's scheduler may fire a hair before the stored time
     statement = (
         update(Sms)
@@ -143,12 +195,10 @@ def _claim(company_id: int, sms_ids: list[int], now) -> list[int]:
                Sms.status == status.QUEUED, Sms.provider_message_id.is_(None),
                or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack))
         .values(status=status.SENDING, attempts=Sms.attempts + 1, tried_gateways=[], updated_at=now)
-        .returning(Sms.id)
+        .returning(Sms.id, Sms.number, Sms.body, Sms.person_id, Sms.attempts, Sms.lane, Sms.error)
         .execution_options(synchronize_session=False)
     )
-    ids = list(db.session.scalars(statement).all())
-    db.session.commit()
-    return ids
+    return sorted((_Claimed(*row) for row in db.session.execute(statement).all()), key=lambda m: m.id)
 
 
 def _viber_ids(company_id: int, person_ids: set[int]) -> dict[int, str]:
@@ -159,10 +209,10 @@ def _viber_ids(company_id: int, person_ids: set[int]) -> dict[int, str]:
     return {pid: vid for pid, vid in rows}
 
 
-def _outbound(sms: Sms, viber_ids: dict[int, str], key: str) -> OutboundMessage:
-    return OutboundMessage(sms_id=sms.id, number=sms.number, body=sms.body,
-                           viber_id=viber_ids.get(sms.person_id) if sms.person_id else None,
-                           idempotency_key=f"mpm-{sms.company_id}-{sms.id}-{sms.attempts}-{key}")
+def _outbound(company_id: int, msg: _Claimed, viber_ids: dict[int, str], key: str) -> OutboundMessage:
+    return OutboundMessage(sms_id=msg.id, number=msg.number, body=msg.body,
+                           viber_id=viber_ids.get(msg.person_id) if msg.person_id else None,
+                           idempotency_key=f"mpm-{company_id}-{msg.id}-{msg.attempts}-{key}")
 
 
 def _send(gateway, messages: list[OutboundMessage], config) -> dict[int, SendResult]:
@@ -175,10 +225,9 @@ def _send(gateway, messages: list[OutboundMessage], config) -> dict[int, SendRes
     return {r.sms_id: r for r in results}
 
 
-def _forget_viber_id(company_id: int, sms: Sms, detail: str) -> None:
-    db.session.execute(update(Person).where(Person.company_id == company_id, Person.id == sms.person_id)
+def _forget_viber_id(company_id: int, person_id: int) -> None:
+    db.session.execute(update(Person).where(Person.company_id == company_id, Person.id == person_id)
                        .values(viber_id=None).execution_options(synchronize_session=False))
-    status.log_event(sms, "note", f"Viber id removed from the person: {detail}", None, "viber")
 
 
 def _joined(reasons: list[str]) -> str:
@@ -191,22 +240,23 @@ def retry_delay_seconds(attempts: int) -> int:
     return int(base * 2 ** max(attempts - 1, 0))
 
 
-def _retry_or_fail(messages, reasons, now, counts) -> dict[tuple[str, int], list[int]]:
+def _retry_or_fail(messages: list[_Claimed], ledger: _Ledger, now, counts) -> dict[tuple[str, int], list[int]]:
+    """No gateway took these: back to queued with the due time stored, or failed after the last attempt."""
     max_attempts = current_app.config["SMS_MAX_ATTEMPTS"]
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for sms in messages:
-        history = ((sms.error + "\n") if sms.error else "") + f"attempt {sms.attempts}: " + "; ".join(reasons[sms.id])
-        if sms.attempts >= max_attempts:
-            sms.next_attempt_at = None
-            status.move(sms, status.FAILED, f"gave up after {sms.attempts} attempts:\n{history}")
+    for msg in messages:
+        reasons = "; ".join(msg.reasons) or "no active gateway can carry this message"
+        history = ((msg.error + "\n") if msg.error else "") + f"attempt {msg.attempts}: {reasons}"
+        last_gateway = msg.tried[-1] if msg.tried else None
+        if msg.attempts >= max_attempts:
+            ledger.settle(msg, status.FAILED, f"gave up after {msg.attempts} attempts", gateway=last_gateway,
+                          error=f"gave up after {msg.attempts} attempts:\n{history}", kind="status")
             counts["failed"] += 1
             continue
-        delay = retry_delay_seconds(sms.attempts)
-        sms.error = history[-2000:]
-        sms.next_attempt_at = now + timedelta(seconds=delay)
-        # Back to queued: not a status step forward, so set here rather than through status.move.
-        sms.status = status.QUEUED
-        status.log_event(sms, "status", f"no gateway took it; retry {sms.attempts + 1} in {delay} s", status.QUEUED)
-        groups[(sms.lane, delay)].append(sms.id)
+        delay = retry_delay_seconds(msg.attempts)
+        # Back to queued is not a step forward, so it is written here rather than through status.move.
+        ledger.settle(msg, status.QUEUED, f"no gateway took it; retry {msg.attempts + 1} in {delay} s",
+                      gateway=last_gateway, error=history, next_attempt_at=now + timedelta(seconds=delay), kind="status")
+        groups[(msg.lane, delay)].append(msg.id)
         counts["retry"] += 1
     return groups
