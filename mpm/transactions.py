@@ -278,6 +278,16 @@ def send_confirmation(transaction: Transaction) -> Sms | None:
     return sms
 
 
+def resend_confirmation(transaction: Transaction, user_id: int | None) -> Sms:
+    """Staff send the confirmation again (the customer lost it): a new SMS each time it is asked.
+    Raises SmsRefused with the reason, nothing stored."""
+    body = sms_templates.render(transaction.company_id, template_key(transaction), template_values(transaction))
+    [sms] = queue_messages(transaction.company_id, [confirmation_recipient(transaction)], body,
+                           trigger="resend_information", trigger_id=transaction.id, sender_user_id=user_id,
+                           lane=HIGH)
+    return sms
+
+
 def resend_last_confirmation(company_id: int, incoming: Sms) -> Sms | None:
     """Answer the resend key: the sender's last transaction again, or the 'not found' message.
     One answer per incoming message, even if the reply rules run twice for it."""

@@ -48,6 +48,9 @@ def test_settings_page_saves_refuses_and_resets(logged_in, company):
     for label in ("Transaction confirmation — meter token", "Ticket assigned — to the customer",
                   "Resend information — no transaction found", "Header", "Footer"):
         assert label in page
+    # Each preview loads into its own box (not over its template's form, which targets the article).
+    assert 'id="preview-footer" hx-post="/settings/sms/templates/footer/preview" hx-trigger="load"' in page
+    assert page.count('hx-target="this"') == len(sms_templates.KINDS)
     token = csrf_token(logged_in)
     bad = logged_in.post("/settings/sms/templates/transaction_shs", headers={"HX-Request": "true"},
                          data={"body": "Token [tokne]", "csrf_token": token})

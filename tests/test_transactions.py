@@ -154,3 +154,24 @@ def test_forms_and_sidebar_entries(logged_in, company, customer):
     for href, label in (("/transactions/", "Transactions"), ("/maintenance/", "Maintenance"),
                         ("/inbox/", "Inbox"), ("/settings/sms", "Settings → SMS")):
         assert f'<a href="{href}">{label}</a>' in page or f'<a href="{href}" aria-current="page">{label}</a>' in page
+
+
+def test_staff_send_the_confirmation_again(logged_in, company, customer):
+    transaction, _ = record(company, customer_id=customer.id, amount=100, meter_serial="M-1", token="T-1")
+    token = csrf_token(logged_in)
+    page = logged_in.post(f"/transactions/{transaction.id}/resend", data={"csrf_token": token},
+                          follow_redirects=True).get_data(as_text=True)
+    assert "The confirmation is on its way again." in page and "(resent)" in page
+    db.session.expire_all()
+    messages = transactions.messages_for(db.session.get(Transaction, transaction.id))
+    assert [m.trigger for m in messages] == ["resend_information", "transaction"]
+    assert messages[0].body == messages[1].body
+    # Without a gateway the staff member is told why, and nothing is stored.
+    from mpm.models import GatewaySetting
+
+    db.session.execute(GatewaySetting.__table__.update().values(enabled=False))
+    db.session.commit()
+    refused = logged_in.post(f"/transactions/{transaction.id}/resend", data={"csrf_token": token},
+                             follow_redirects=True).get_data(as_text=True)
+    assert "Not sent: No active SMS provider" in refused
+    assert db.session.scalar(select(func.count()).select_from(Sms)) == 2

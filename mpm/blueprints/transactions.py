@@ -3,6 +3,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from mpm import customers, transactions
+from mpm.messaging.send import SmsRefused
 from mpm.messaging.status import IN_FLIGHT
 from mpm.models import Person, Transaction
 from mpm.extensions import db
@@ -90,3 +91,16 @@ def sms(transaction_id: int):
     messages = transactions.messages_for(transaction)
     return page_or_fragment("transactions/detail.html", "transactions/_sms.html", transaction=transaction,
                             messages=messages, polling=any(m.status in IN_FLIGHT for m in messages))
+
+
+@bp.post("/<int:transaction_id>/resend")
+@login_required
+def resend(transaction_id: int):
+    transaction = get_for_company_or_404(Transaction, transaction_id)
+    try:
+        transactions.resend_confirmation(transaction, current_user.id)
+    except SmsRefused as exc:
+        flash(f"Not sent: {exc}", "error")
+    else:
+        flash("The confirmation is on its way again.")
+    return redirect(url_for("transactions.detail", transaction_id=transaction.id))
