@@ -24,6 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     init_security(app)  # after the blueprints: it wraps the login view with its rate limits
     register_template_helpers(app)
     register_security_headers(app)
+    register_liveness(app)
     from mpm.cli import register_commands
 
     register_commands(app)
@@ -106,3 +107,10 @@ def register_security_headers(app: Flask) -> None:
         if response.mimetype == "text/html" and request.endpoint != "static":
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def register_liveness(app: Flask) -> None:
+    @app.get("/healthz-lite")
+    def healthz_lite():
+        # Liveness only (no database, no Redis): for load balancers, and the benchmarks' baseline.
+        return "ok\n", 200, {"Content-Type": "text/plain; charset=utf-8"}

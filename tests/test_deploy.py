@@ -130,6 +130,8 @@ def _run_web_and_worker(app, tmp_path, web_command, worker_command, env):
         assert login_page.status_code == 200 and "Log in" in login_page.text
         assert login_page.headers["X-Frame-Options"] == "DENY"
         assert "gunicorn" in login_page.headers.get("Server", "")
+        lite = requests.get(url + "/healthz-lite", timeout=5)
+        assert lite.status_code == 200 and lite.text == "ok\n"
         # Providers put the company's callback secret in the URL; the access log must not keep it.
         requests.post(url + "/api/africas-talking/callback/1/delivery-reports?token=QUERYSECRET123",
                       data={"id": "x", "status": "Success"}, timeout=5)

