@@ -185,7 +185,7 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
             recipients.append({"statusCode": 101, "number": number, "status": "Success", "cost": cost,
                                "messageId": message_id})
             accepted.append({"gateway": "africastalking", "id": message_id, "number": number, "message": message,
-                             "from": request.form.get("from", "")})
+                             "from": request.form.get("from", ""), "at": time.time()})
         with state.lock:
             state.received.extend(accepted)
         for item in accepted:
@@ -228,8 +228,8 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
             return jsonify({"success": False, "error": "Invalid recipients"}), 400
         batch_id = uuid.uuid4().hex[:24]
         with state.lock:
-            state.received.extend({"gateway": "textbee", "id": batch_id, "number": r, "message": message}
-                                  for r in recipients)
+            state.received.extend({"gateway": "textbee", "id": batch_id, "number": r, "message": message,
+                                   "at": time.time()} for r in recipients)
         for number in recipients:
             base = {"smsId": uuid.uuid4().hex[:24], "smsBatchId": batch_id, "message": message, "deviceId": device_id,
                     "recipient": number, "webhookSubscriptionId": "sim-subscription"}

@@ -246,3 +246,15 @@ def test_send_rate_is_shared_by_all_workers(app, company):
     # 5 messages at 20/s: the 5th may only go 0.2 s after the first.
     assert waits[0] == 0
     assert sum(waits) == pytest.approx(0.2, abs=0.05)
+
+
+def test_rate_limited_gateway_is_paced_not_sent_in_one_burst(app, company, simulator):
+    enable_simulated_gateway(company, simulator, "textbee", {"send_rate": 4})
+    queue_messages(company.id, [Recipient(number=f"+25471200000{i}") for i in range(8)], "Paced")
+
+    run_jobs(app)
+
+    times = sorted(r["at"] for r in simulator.received("textbee"))
+    assert len(times) == 8
+    # 8 messages at 4/s: the second group of four cannot start before one second after the first.
+    assert times[4] - times[0] >= 0.9

@@ -12,6 +12,7 @@ Order of one run:
    SMS_MAX_ATTEMPTS rounds → failed with every attempt's reason.
 """
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -127,42 +128,18 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
             if not candidates:
                 continue
 
-        # The attempt is on record before the provider hears of it.
-        for msg in candidates:
-            msg.tried.append(key)
-            ledger.event(msg.id, "attempt", f"sending through {label} (key {outbound[msg.id].idempotency_key})",
-                         status.SENDING, key)
-        ledger.commit()
-
         rate = setting.options.get("send_rate", getattr(gateway, "default_send_rate", None))
-        ratelimit.wait_for_send_slot(company_id, key, len(candidates), float(rate) if rate else None)
-        results = _send(gateway, [outbound[m.id] for m in candidates], config)
-
+        rate = float(rate) if rate else None
+        # A rate-limited gateway gets at most one second's worth at a time, not the whole batch in a burst.
+        step = max(1, int(rate)) if rate else len(candidates)
         not_taken = 0
-        for msg in candidates:
-            result = results.get(msg.id) or SendResult(msg.id, GATEWAY_ERROR, detail=f"{label} gave no answer for it")
-            if result.outcome == ACCEPTED:
-                # Earlier rounds' reasons stay in the event log; the row's error is cleared.
-                ledger.settle(msg, status.SENT, result.detail or f"accepted by {label}", gateway=key,
-                              provider_message_id=result.provider_message_id,
-                              cost=result.cost[:32] if result.cost else None)
-                pending.pop(msg.id)
-                counts["sent"] += 1
-                continue
-            not_taken += 1
-            if result.outcome == REJECTED:
-                reason = _joined(msg.reasons + [result.detail])
-                history = ((msg.error + "\n") if msg.error else "") + reason
-                ledger.settle(msg, status.FAILED, reason, gateway=key, error=history)
-                pending.pop(msg.id)
-                counts["failed"] += 1
-                continue
-            msg.reasons.append(result.detail)
-            ledger.event(msg.id, "attempt", f"gateway error, trying the next one: {result.detail}", None, key)
-            if result.recipient_unreachable and msg.person_id:
-                _forget_viber_id(company_id, msg.person_id)
-                ledger.event(msg.id, "note", f"Viber id removed from the person: {result.detail}", None, key)
-                viber_ids.pop(msg.person_id, None)
+        for start in range(0, len(candidates), step):
+            chunk = candidates[start:start + step]
+            wait = ratelimit.reserve_send_slot(company_id, key, len(chunk), rate)
+            if wait > 0:
+                ledger.commit()  # never sleep holding the claim's uncommitted write
+                time.sleep(wait)
+            not_taken += _attempt(company_id, setting, config, chunk, outbound, ledger, pending, viber_ids, counts)
         if limits:
             ratelimit.give_back_quota(company_id, key, not_taken, limits)
         ledger.commit()
@@ -172,6 +149,49 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
     for (lane, delay), ids in retry_groups.items():
         queue(lane).enqueue_in(timedelta(seconds=delay), JOB, company_id, ids)
     return dict(counts)
+
+
+def _attempt(company_id: int, setting, config, chunk: list[_Claimed], outbound: dict[int, OutboundMessage],
+             ledger: _Ledger, pending: dict[int, _Claimed], viber_ids: dict[int, str], counts) -> int:
+    """One call to one gateway for these messages; returns how many it did not take."""
+    key = setting.gateway
+    gateway = get_gateway(key)
+    label = GATEWAY_LABELS.get(key, key)
+    # The attempt is on record before the provider hears of it.
+    for msg in chunk:
+        msg.tried.append(key)
+        ledger.event(msg.id, "attempt", f"sending through {label} (key {outbound[msg.id].idempotency_key})",
+                     status.SENDING, key)
+    ledger.commit()
+    results = _send(gateway, [outbound[m.id] for m in chunk], config)
+
+    not_taken = 0
+    for msg in chunk:
+        result = results.get(msg.id) or SendResult(msg.id, GATEWAY_ERROR, detail=f"{label} gave no answer for it")
+        if result.outcome == ACCEPTED:
+            # Earlier rounds' reasons stay in the event log; the row's error is cleared.
+            ledger.settle(msg, status.SENT, result.detail or f"accepted by {label}", gateway=key,
+                          provider_message_id=result.provider_message_id,
+                          cost=result.cost[:32] if result.cost else None)
+            pending.pop(msg.id)
+            counts["sent"] += 1
+            continue
+        not_taken += 1
+        if result.outcome == REJECTED:
+            reason = _joined(msg.reasons + [result.detail])
+            history = ((msg.error + "\n") if msg.error else "") + reason
+            ledger.settle(msg, status.FAILED, reason, gateway=key, error=history)
+            pending.pop(msg.id)
+            counts["failed"] += 1
+            continue
+        msg.reasons.append(result.detail)
+        ledger.event(msg.id, "attempt", f"gateway error, trying the next one: {result.detail}", None, key)
+        if result.recipient_unreachable and msg.person_id:
+            _forget_viber_id(company_id, msg.person_id)
+            ledger.event(msg.id, "note", f"Viber id removed from the person: {result.detail}", None, key)
+            viber_ids.pop(msg.person_id, None)
+    ledger.commit()
+    return not_taken
 
 
 def _expire(company_id: int, sms_ids: list[int], now) -> int:

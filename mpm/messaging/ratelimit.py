@@ -38,16 +38,21 @@ return grant
 _QUOTA_PERIODS = {"day": ("%Y%m%d", 2 * 86400), "month": ("%Y%m", 32 * 86400)}
 
 
-def wait_for_send_slot(company_id: int, gateway: str, count: int, rate: float | None) -> float:
-    """Block until `count` messages may go through this company's gateway at `rate` messages/s
-    (shared by all workers). No rate → no wait. Returns the seconds waited."""
+def reserve_send_slot(company_id: int, gateway: str, count: int, rate: float | None) -> float:
+    """Reserve `count` messages on this company's gateway at `rate` messages/s (shared by all
+    workers); returns the seconds to wait before sending them. No rate → 0."""
     if not rate or rate <= 0 or count <= 0:
         return 0.0
-    redis = redis_connection()
-    wait = float(redis.eval(_RESERVE, 1, f"mpm:rate:{company_id}:{gateway}", count, rate))
+    wait = float(redis_connection().eval(_RESERVE, 1, f"mpm:rate:{company_id}:{gateway}", count, rate))
+    return max(wait, 0.0)
+
+
+def wait_for_send_slot(company_id: int, gateway: str, count: int, rate: float | None) -> float:
+    """reserve_send_slot, then sleep for it. Returns the seconds waited."""
+    wait = reserve_send_slot(company_id, gateway, count, rate)
     if wait > 0:
         time.sleep(wait)
-    return max(wait, 0.0)
+    return wait
 
 
 def _quota_keys(company_id: int, gateway: str, limits: dict[str, int], now: datetime) -> tuple[list[str], list[int], int]:
