@@ -1,7 +1,6 @@
 """Broadcasts: compose with a live audience count, confirm, follow progress, pause/resume/cancel."""
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
-from sqlalchemy import select
 
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import lifecycle, placeholders, progress, schedule
@@ -23,15 +22,10 @@ def _company() -> Company:
 @bp.get("/")
 @login_required
 def index():
-    broadcasts = list(db.session.scalars(
-        select(Broadcast).where(Broadcast.company_id == company_id())
-        .order_by(Broadcast.created_at.desc(), Broadcast.id.desc()).limit(LIST_LIMIT)))
-    for broadcast in broadcasts:
-        if broadcast.state == "sending":
-            progress.settle(broadcast)
+    broadcasts, counts = progress.recent_broadcasts(company_id(), LIST_LIMIT)
     return render_template(
         "broadcasts/index.html", broadcasts=broadcasts, company=_company(),
-        counts=progress.counts_for([b.id for b in broadcasts]), names=audiences.name_lookup(company_id()),
+        counts=counts, names=audiences.name_lookup(company_id()),
         summary=audiences.summary, Audience=audiences.Audience, local=schedule.local_text)
 
 

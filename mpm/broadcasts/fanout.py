@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import DateTime, String, insert, literal, select, update
+from sqlalchemy import DateTime, String, cast, insert, literal, select, update
 
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, progress, schedule
@@ -95,8 +95,8 @@ def expand_chunk(broadcast: Broadcast, expired: bool = False, now: datetime | No
         db.session.execute(insert(Sms.__table__), [_row(broadcast, r, expired, now) for r in chunk])
         db.session.execute(insert(SmsEvent).from_select(
             ["company_id", "sms_id", "kind", "status", "detail", "created_at"],
-            select(Sms.company_id, Sms.id, literal("status", String), Sms.status,
-                   literal(f"{'expired' if expired else 'queued'} (broadcast #{broadcast.id})", String),
+            select(Sms.company_id, Sms.id, cast(literal("status"), String), Sms.status,
+                   cast(literal(f"{'expired' if expired else 'queued'} (broadcast #{broadcast.id})"), String),
                    literal(now, DateTime(timezone=True)))
             .where(Sms.broadcast_id == broadcast.id, Sms.person_id > after, Sms.person_id <= through)))
     db.session.commit()

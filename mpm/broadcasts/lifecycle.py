@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import DateTime, String, insert, literal, select, update
+from sqlalchemy import DateTime, String, cast, insert, literal, select, update
 from rq import Retry
 
 from mpm.broadcasts import audience as audiences
@@ -271,8 +271,8 @@ def cancel(company_id: int, broadcast_id: int, user_id: int | None, now: datetim
         .values(status=status.CANCELLED, updated_at=now).execution_options(synchronize_session=False))
     db.session.execute(insert(SmsEvent).from_select(
         ["company_id", "sms_id", "kind", "status", "detail", "created_at"],
-        select(Sms.company_id, Sms.id, literal("status", String), literal(status.CANCELLED, String),
-               literal("broadcast cancelled before this message was sent", String),
+        select(Sms.company_id, Sms.id, cast(literal("status"), String), cast(literal(status.CANCELLED), String),
+               cast(literal("broadcast cancelled before this message was sent"), String),
                literal(now, DateTime(timezone=True)))
         .where(Sms.company_id == company_id, Sms.broadcast_id == broadcast.id, Sms.status == status.CANCELLED)))
     _audit(broadcast, user_id, "broadcast.cancelled")

@@ -82,3 +82,14 @@ def failures(broadcast: Broadcast, limit: int = 50) -> list[tuple[Sms, str]]:
                Sms.status == status.FAILED)
         .order_by(Sms.updated_at.desc(), Sms.id.desc()).limit(limit))
     return [(sms, f"{name or ''} {surname or ''}".strip() or "(deleted person)") for sms, name, surname in rows]
+
+
+def recent_broadcasts(company_id: int, limit: int = 100) -> tuple[list[Broadcast], dict[int, dict[str, int]]]:
+    """The list page: newest first, each sending one settled first, with counts per status."""
+    broadcasts = list(db.session.scalars(
+        select(Broadcast).where(Broadcast.company_id == company_id)
+        .order_by(Broadcast.created_at.desc(), Broadcast.id.desc()).limit(limit)))
+    for broadcast in broadcasts:
+        if broadcast.state == "sending":
+            settle(broadcast)
+    return broadcasts, counts_for([b.id for b in broadcasts])
