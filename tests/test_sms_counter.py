@@ -27,6 +27,7 @@ CASES = [
     ("Jambo ñ Ä ß Ω", "GSM-7", 1),
     ("x" * 70 + "é", "GSM-7", 1),   # é is in GSM-7
     ("ç" * 70, "UCS-2", 1),        # ç is not: UCS-2 (GSM-7 has only Ç)
+    ("ç" * 71, "UCS-2", 2),
     ("x" * 69 + "😀", "UCS-2", 2),  # one emoji switches the whole message and doubles the cost
     ("x" * 68 + "😀", "UCS-2", 1),  # 70 UTF-16 units
     ("x" * 71 + "ç", "UCS-2", 2),

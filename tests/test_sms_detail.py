@@ -156,3 +156,15 @@ def test_another_companys_message_is_a_404_for_detail_and_resend(logged_in, app_
     assert logged_in.get(f"/sms/{theirs.id}").status_code == 404
     assert logged_in.post(f"/sms/{theirs.id}/resend", data={"csrf_token": csrf_token(logged_in)}).status_code == 404
     assert logged_in.get("/sms/999999").status_code == 404
+
+
+def test_a_received_message_shows_its_sender_and_cannot_be_resent(logged_in, company):
+    person = make_person(company, "Juma", "Hassan", "+254712000001")
+    sms = Sms(company_id=company.id, person_id=person.id, number="+254712000001", body="STOP",
+              direction="inbound", status="received", gateway="africastalking", trigger="reply")
+    db.session.add(sms)
+    db.session.commit()
+    page = logged_in.get(f"/sms/{sms.id}").get_data(as_text=True)
+    assert "Received from" in page and "Juma Hassan" in page and "Resend</button>" not in page
+    response = logged_in.post(f"/sms/{sms.id}/resend", data={"csrf_token": csrf_token(logged_in)})
+    assert response.status_code == 422 and "this one was received" in response.get_data(as_text=True)
