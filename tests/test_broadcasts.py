@@ -171,7 +171,7 @@ def test_picking_a_person_adds_a_checked_chip_and_refreshes_the_count(logged_in,
     assert "Daudi Agent" in found and f"/broadcasts/people/{town['daudi']}/chip" in found
     chip = logged_in.get(f"/broadcasts/people/{town['daudi']}/chip", headers={"HX-Request": "true"})
     assert f'name="person_ids" value="{town["daudi"]}" checked' in chip.get_data(as_text=True)
-    assert chip.headers["HX-Trigger"] == "audience-changed"
+    assert chip.headers["HX-Trigger-After-Swap"] == "audience-changed"
 
 
 # --- confirm ------------------------------------------------------------------------------------
@@ -529,3 +529,42 @@ def test_broadcast_goes_out_once_per_person_through_the_worker_and_the_simulator
     assert progress.progress(done).counts["sent"] + progress.progress(done).counts["delivered"] == 4
     run_jobs(app)
     assert len(simulator.received("africastalking")) == 4  # nothing goes out twice
+
+
+def test_a_draft_whose_scheduled_time_passed_is_not_sent_on_confirm(company, town):
+    enable_gateway(company, "africastalking")
+    admin = make_user(company)
+    drafted_at = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    broadcast = lifecycle.save_draft(company.id, admin.id, BroadcastForm(
+        audience=Audience(all_customers=True), body="Hi", when="later", send_at="2026-11-30T13:00"), now=drafted_at)
+    with pytest.raises(BroadcastRefused, match="scheduled time has passed"):
+        lifecycle.confirm(company.id, broadcast.id, admin.id, now=drafted_at + timedelta(days=1))
+    db.session.refresh(broadcast)
+    assert broadcast.state == "draft" and queue(BULK).count == 0
+
+
+def test_confirm_page_warns_when_the_start_falls_in_quiet_hours(logged_in, company, town):
+    token = csrf_token(logged_in)
+    saved = logged_in.post("/broadcasts/new", data={
+        "csrf_token": token, "all_customers": "on", "body": "Meter audit tomorrow", "when": "later",
+        "send_at": "2099-12-01T22:30", "quiet_on": "on", "quiet_start": "21:00", "quiet_end": "07:00"})
+    page = logged_in.get(saved.headers["Location"]).get_data(as_text=True)
+    assert "inside the quiet hours: sending starts at 2099-12-02 07:00" in page
+    assert "Schedule for 2099-12-01 22:30" in page
+
+
+def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going_out(company, town):
+    from mpm.models import PhoneNumber
+
+    enable_gateway(company, "africastalking")
+    admin = make_user(company)
+    broken = db.session.scalar(select(PhoneNumber).where(PhoneNumber.person_id == town["baraka"]))
+    broken.e164 = "0712000002"  # imported before numbers were normalised
+    db.session.commit()
+    broadcast = draft(company, admin, audience=Audience(all_customers=True))
+    lifecycle.confirm(company.id, broadcast.id, admin.id)
+    run_fanout_until_idle(broadcast.id)
+    failed = progress.failures(broadcast)
+    assert [(sms.person_id, sms.error, name) for sms, name in failed] == [
+        (town["baraka"], "0712000002 is not a valid phone number", "Baraka Mwangi")]
+    assert len(enqueued_sms_ids()) == 2

@@ -82,7 +82,8 @@ def people():
 def person_chip(person_id: int):
     person = get_for_company_or_404(Person, person_id)
     response = page_or_fragment("broadcasts/_chip.html", "broadcasts/_chip.html", person=person)
-    response.headers["HX-Trigger"] = "audience-changed"
+    # After the swap, so the count is taken with the new person already in the form.
+    response.headers["HX-Trigger-After-Swap"] = "audience-changed"
     return response
 
 

@@ -186,6 +186,10 @@ def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: dateti
     if counts.recipients == 0:
         raise BroadcastRefused("Nobody in this audience can receive SMS any more.")
     scheduled_for = schedule.as_utc(broadcast.scheduled_for)
+    if scheduled_for is not None and scheduled_for < now - timedelta(minutes=1):
+        # The draft waited past its time: sending now would surprise; let them pick again.
+        raise BroadcastRefused("The scheduled time has passed while this waited for confirmation. "
+                               "Go back, pick a new time or send now.")
     later = scheduled_for is not None and scheduled_for > now
     start = scheduled_for if later else now
     broadcast.recipient_count = counts.recipients
