@@ -67,6 +67,8 @@ def test_history_lists_all_messages_newest_first(logged_in, mixed):
     ("q=0799 000 033", ["stranger"]),  # a local number reaches a message with no person too
     ("q=0733000022", ["broadcast", "failed"]),
     ("q=000011", ["inbound", "delivered"]),  # part of a number
+    ("q=0733 00", ["broadcast", "failed"]),  # part of a number typed the local way
+    ("q=0799 00", ["stranger"]),
     ("from=2026-03-04", ["stranger"]),
     ("to=2026-03-01", ["broadcast", "inbound", "failed", "delivered"]),
     ("from=2026-03-02&to=2026-03-03", []),

@@ -173,8 +173,10 @@ def _search_condition(company_id: int, q: str, default_region: str):
             e164 = to_e164(q, default_region)
         except InvalidPhoneNumber:
             e164 = None
+        # Part of a number typed the local way ("0712 34") is found without its trunk zero too.
+        parts = {digits, digits.lstrip("0")} - {""}
         people = select(PhoneNumber.person_id).where(PhoneNumber.company_id == company_id)
-        people = people.where(PhoneNumber.e164 == e164) if e164 else people.where(PhoneNumber.e164.like(f"%{digits}%"))
+        people = people.where(PhoneNumber.e164 == e164 if e164 else or_(*(PhoneNumber.e164.like(f"%{p}%") for p in parts)))
     elif words:
         people = select(Person.id).where(
             Person.company_id == company_id,
@@ -186,7 +188,7 @@ def _search_condition(company_id: int, q: str, default_region: str):
     if condition is not None:
         return condition
     if len(digits) >= 3:
-        return Sms.number == e164 if e164 else Sms.number.like(f"%{digits}%")
+        return Sms.number == e164 if e164 else or_(*(Sms.number.like(f"%{p}%") for p in parts))
     return false()
 
 
