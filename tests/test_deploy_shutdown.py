@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from rq import Queue
+from rq import Queue, Worker
 from rq.registry import StartedJobRegistry
 from sqlalchemy import func, select
 
@@ -60,17 +60,23 @@ def _queue_two_batches(app, company, simulator, numbers_per_batch=10):
     enable_simulated_gateway(company, simulator, options={"send_rate": RATE})
     app.config["SMS_BATCH_SIZE"] = numbers_per_batch
     recipients = [Recipient(number=f"+2547000{n:05d}") for n in range(2 * numbers_per_batch)]
-    messages = queue_messages(company.id, recipients, "Planned outage tonight 22:00-23:00")
     # Someone else used the send rate for the next few seconds: the first batch will wait for its slot.
-    redis_connection().eval(ratelimit._RESERVE, 1, f"mpm:rate:{company.id}:africastalking", 4 * RATE, RATE)
+    ratelimit.reserve_send_slot(company.id, "africastalking", 4 * RATE, RATE)
+    messages = queue_messages(company.id, recipients, "Planned outage tonight 22:00-23:00")
     return [m.id for m in messages]
 
 
-def test_sigterm_mid_batch_finishes_the_batch_then_leaves_the_rest_queued(app, company, simulator, tmp_path):
-    ids = _queue_two_batches(app, company, simulator)
-    assert queue(HIGH).count == 2
-    log = tmp_path / "worker.log"
+def _running_worker(app, log: Path) -> subprocess.Popen:
+    """A worker process that is up and waiting (its start-up time must not eat the reserved wait)."""
     worker = _start_worker(app, log)
+    _wait_until(lambda: bool(Worker.all(connection=redis_connection())), 60, "the worker to start", worker, log)
+    return worker
+
+
+def test_sigterm_mid_batch_finishes_the_batch_then_leaves_the_rest_queued(app, company, simulator, tmp_path):
+    log = tmp_path / "worker.log"
+    worker = _running_worker(app, log)
+    ids = _queue_two_batches(app, company, simulator)
     try:
         # The first batch is claimed (rows `sending`) and waiting for its send slot.
         _wait_until(lambda: _statuses(company.id).get("sending") == 10, 30, "a claimed batch", worker, log)
@@ -99,9 +105,9 @@ def test_sigterm_mid_batch_finishes_the_batch_then_leaves_the_rest_queued(app, c
 def test_a_killed_worker_never_causes_a_double_send(app, company, simulator, tmp_path):
     """SIGKILL (power cut, OOM) mid-batch: the claimed messages are never sent again, not even when
     the abandoned job is requeued by hand; the sweep marks them failed with a reason staff can act on."""
-    _queue_two_batches(app, company, simulator)
     log = tmp_path / "worker.log"
-    worker = _start_worker(app, log)
+    worker = _running_worker(app, log)
+    _queue_two_batches(app, company, simulator)
     _wait_until(lambda: _statuses(company.id).get("sending") == 10, 30, "a claimed batch", worker, log)
     worker.kill()
     worker.wait(10)
