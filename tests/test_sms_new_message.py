@@ -42,10 +42,13 @@ def test_search_finds_customers_agents_and_service_providers(logged_in, people):
     by_name = logged_in.get("/sms/new/search?q=otieno", headers=HX).get_data(as_text=True)
     assert by_name.lstrip().startswith('<div id="search-results">')
     assert "Amina Otieno" in by_name and "Faraji Otieno" in by_name and "no primary number" in by_name
-    assert "Daudi Kiprono" in logged_in.get("/sms/new/search?q=daudi").get_data(as_text=True)
-    by_number = logged_in.get("/sms/new/search?q=0712 000 033").get_data(as_text=True)
+    assert "Daudi Kiprono" in logged_in.get("/sms/new/search?q=daudi", headers=HX).get_data(as_text=True)
+    by_number = logged_in.get("/sms/new/search?q=0712 000 033", headers=HX).get_data(as_text=True)
     assert "Esther Fundi" in by_number and "service provider" in by_number
-    assert "Nobody matches" in logged_in.get("/sms/new/search?q=zzz").get_data(as_text=True)
+    assert "Nobody matches" in logged_in.get("/sms/new/search?q=zzz", headers=HX).get_data(as_text=True)
+    # Opened directly (a reload): the whole page with the same results.
+    page = logged_in.get("/sms/new/search?q=daudi", follow_redirects=True).get_data(as_text=True)
+    assert "<html" in page and "Daudi Kiprono" in page
 
 
 def test_adding_recipients_shows_their_number_or_why_they_get_none(logged_in, people):
@@ -126,8 +129,8 @@ def test_plain_post_renders_the_page_with_the_result(logged_in, company, people)
 def test_another_companys_people_are_never_recipients(logged_in, company, people):
     activate_gateway(company)
     stranger = make_person(make_company("Other"), "Other", "Person", "+254712999999")
-    assert "Other Person" not in logged_in.get("/sms/new/search?q=other").get_data(as_text=True)
-    assert "Other Person" not in logged_in.get(f"/sms/new/recipients?add={stranger.id}").get_data(as_text=True)
+    assert "Other Person" not in logged_in.get("/sms/new/search?q=other", headers=HX).get_data(as_text=True)
+    assert "Other Person" not in logged_in.get(f"/sms/new/recipients?add={stranger.id}", headers=HX).get_data(as_text=True)
     response = post(logged_in, [stranger.id], "Hello")
     assert response.status_code == 422 and "Choose at least one recipient" in response.get_data(as_text=True)
     post(logged_in, [stranger.id, people["customer"].id], "Hello")

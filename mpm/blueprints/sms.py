@@ -177,6 +177,8 @@ def _search(q: str):
 def search_people():
     q = request.args.get("q", "").strip()
     chosen_ids = _ids(request.args.getlist("person_id"))
+    if not is_htmx():  # opened directly: the whole page with these results
+        return redirect(url_for("sms.new_message", q=q or None, person_id=chosen_ids))
     return render_template("sms/_search_results.html", found=_search(q), q=q, chosen_ids=chosen_ids)
 
 
@@ -185,4 +187,6 @@ def search_people():
 def recipients():
     """The picked list with one more person (htmx 'Add'); each shows its number or why it gets none."""
     ids = _ids(request.args.getlist("person_id")) + _ids(request.args.getlist("add"))
+    if not is_htmx():
+        return redirect(url_for("sms.new_message", person_id=ids))
     return render_template("sms/_recipients.html", chosen=history.chosen_people(company_id(), ids))
