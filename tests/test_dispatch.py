@@ -1,5 +1,6 @@
 """Sending through real Redis, a real RQ worker and the gateway simulator: priority, fallback,
 retry with backoff, quota, exactly-once."""
+import time
 from datetime import timedelta
 
 import pytest
@@ -258,3 +259,26 @@ def test_rate_limited_gateway_is_paced_not_sent_in_one_burst(app, company, simul
     assert len(times) == 8
     # 8 messages at 4/s: the second group of four cannot start before one second after the first.
     assert times[4] - times[0] >= 0.9
+
+
+def test_batch_far_behind_the_send_rate_is_rescheduled_not_slept_through(app, company, simulator, monkeypatch):
+    monkeypatch.setattr(dispatch, "MAX_RATE_WAIT_SECONDS", 0.5)
+    enable_simulated_gateway(company, simulator, "textbee", {"send_rate": 2})
+    queue_messages(company.id, [Recipient(number=f"+25471200000{i}") for i in range(4)], "Slowly")
+
+    run_jobs(app)
+
+    db.session.expire_all()
+    rows = db.session.scalars(select(Sms).order_by(Sms.id)).all()
+    assert [r.status for r in rows] == ["sent", "sent", "queued", "queued"]
+    assert all(r.attempts == 0 and r.next_attempt_at is not None for r in rows[2:])
+    with app.app_context():
+        assert queue("high").scheduled_job_registry.count == 1
+    # Due again once the pace allows the next two (about one second after the first two).
+    time.sleep(1.0)
+    for row in rows[2:]:
+        _make_due(row.id)
+    dispatch.send_batch(company.id, [r.id for r in rows[2:]])
+    db.session.expire_all()
+    assert [db.session.get(Sms, r.id).status for r in rows] == ["sent"] * 4
+    assert len(simulator.received("textbee")) == 4

@@ -33,6 +33,9 @@ from mpm.queue import queue
 log = logging.getLogger(__name__)
 
 JOB = "mpm.messaging.dispatch.send_batch"
+# Longest a job sleeps for a gateway's send rate; beyond it the rest of the batch is rescheduled
+# (RQ's default job timeout is 180 s).
+MAX_RATE_WAIT_SECONDS = 60
 
 
 @dataclass
@@ -67,7 +70,7 @@ class _Ledger:
                error=None, next_attempt_at=None, kind="attempt") -> None:
         self.rows.append({"_id": msg.id, "_status": new_status, "_gateway": gateway, "_provider_message_id": provider_message_id,
                           "_cost": cost, "_error": error[-2000:] if error else None, "_next_attempt_at": next_attempt_at,
-                          "_tried_gateways": list(msg.tried), "_updated_at": utcnow()})
+                          "_tried_gateways": list(msg.tried), "_attempts": msg.attempts, "_updated_at": utcnow()})
         self.event(msg.id, kind, detail, new_status, gateway)
 
     def commit(self) -> None:
@@ -75,7 +78,7 @@ class _Ledger:
             db.session.execute(insert(SmsEvent.__table__), self.events)
         if self.rows:
             table = Sms.__table__
-            columns = ("status", "gateway", "provider_message_id", "cost", "error", "next_attempt_at",
+            columns = ("status", "gateway", "provider_message_id", "cost", "error", "next_attempt_at", "attempts",
                        "tried_gateways", "updated_at")
             statement = (update(table)
                          .where(table.c.id == bindparam("_id"), table.c.status == status.SENDING)
@@ -100,6 +103,7 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
                  if any(s.gateway == "viber" for s in settings) else {})
     pending: dict[int, _Claimed] = {m.id: m for m in claimed}
     ledger = _Ledger(company_id)
+    retry_groups: dict[tuple[str, int], list[int]] = defaultdict(list)
 
     for setting in settings:
         if not pending:
@@ -128,14 +132,22 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
             if not candidates:
                 continue
 
-        rate = setting.options.get("send_rate", getattr(gateway, "default_send_rate", None))
+        # An empty send rate on the settings page means the gateway's default pace.
+        rate = (setting.options or {}).get("send_rate") or getattr(gateway, "default_send_rate", None)
         rate = float(rate) if rate else None
         # A rate-limited gateway gets at most one second's worth at a time, not the whole batch in a burst.
         step = max(1, int(rate)) if rate else len(candidates)
         not_taken = 0
         for start in range(0, len(candidates), step):
             chunk = candidates[start:start + step]
-            wait = ratelimit.reserve_send_slot(company_id, key, len(chunk), rate)
+            wait = ratelimit.reserve_send_slot(company_id, key, len(chunk), rate, max_wait=MAX_RATE_WAIT_SECONDS)
+            if wait > MAX_RATE_WAIT_SECONDS:
+                # Far behind this gateway's pace (a big batch at a few messages/s): come back when the
+                # slot is due rather than sleep past the job's timeout.
+                rest = candidates[start:]
+                not_taken += len(rest)
+                _defer(rest, ledger, pending, label, wait, now, retry_groups)
+                break
             if wait > 0:
                 ledger.commit()  # never sleep holding the claim's uncommitted write
                 time.sleep(wait)
@@ -144,7 +156,7 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
             ratelimit.give_back_quota(company_id, key, not_taken, limits)
         ledger.commit()
 
-    retry_groups = _retry_or_fail(list(pending.values()), ledger, now, counts)
+    retry_groups.update(_retry_or_fail(list(pending.values()), ledger, now, counts))
     ledger.commit()
     for (lane, delay), ids in retry_groups.items():
         queue(lane).enqueue_in(timedelta(seconds=delay), JOB, company_id, ids)
@@ -192,6 +204,18 @@ def _attempt(company_id: int, setting, config, chunk: list[_Claimed], outbound: 
             viber_ids.pop(msg.person_id, None)
     ledger.commit()
     return not_taken
+
+
+def _defer(messages: list[_Claimed], ledger: _Ledger, pending: dict[int, _Claimed], label: str, wait: float, now,
+           groups: dict[tuple[str, int], list[int]]) -> None:
+    """Back to queued for when the send rate allows; not an attempt, so it does not count as one."""
+    delay = int(wait) + 1
+    for msg in messages:
+        msg.attempts -= 1
+        ledger.settle(msg, status.QUEUED, f"waiting for {label}'s send rate; continues in {delay} s",
+                      error=msg.error, next_attempt_at=now + timedelta(seconds=delay), kind="status")
+        pending.pop(msg.id)
+        groups[(msg.lane, delay)].append(msg.id)
 
 
 def _expire(company_id: int, sms_ids: list[int], now) -> int:

@@ -5,13 +5,18 @@ from datetime import datetime, timezone
 from mpm.queue import redis_connection
 
 # Reserve `count` slots at `rate`/s on a shared schedule (GCRA): returns how long the caller must
-# wait before sending. Redis's clock, so every worker on every machine agrees.
+# wait before sending. Redis's clock, so every worker on every machine agrees. A wait longer than
+# ARGV[3] (when >= 0) reserves nothing: the caller will come back later instead.
 _RESERVE = """
 local now_s, now_us = unpack(redis.call('TIME'))
 local now = tonumber(now_s) + tonumber(now_us) / 1e6
 local step = tonumber(ARGV[1]) / tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
+local max_wait = tonumber(ARGV[3])
+if max_wait >= 0 and tat - now > max_wait then
+  return tostring(tat - now)
+end
 redis.call('SET', KEYS[1], tostring(tat + step), 'EX', math.ceil(tat + step - now) + 60)
 return tostring(tat - now)
 """
@@ -38,12 +43,15 @@ return grant
 _QUOTA_PERIODS = {"day": ("%Y%m%d", 2 * 86400), "month": ("%Y%m", 32 * 86400)}
 
 
-def reserve_send_slot(company_id: int, gateway: str, count: int, rate: float | None) -> float:
+def reserve_send_slot(company_id: int, gateway: str, count: int, rate: float | None,
+                      max_wait: float | None = None) -> float:
     """Reserve `count` messages on this company's gateway at `rate` messages/s (shared by all
-    workers); returns the seconds to wait before sending them. No rate → 0."""
+    workers); returns the seconds to wait before sending them. No rate → 0. When the wait would
+    exceed `max_wait`, nothing is reserved and the (longer) wait is returned."""
     if not rate or rate <= 0 or count <= 0:
         return 0.0
-    wait = float(redis_connection().eval(_RESERVE, 1, f"mpm:rate:{company_id}:{gateway}", count, rate))
+    limit = -1 if max_wait is None else max_wait
+    wait = float(redis_connection().eval(_RESERVE, 1, f"mpm:rate:{company_id}:{gateway}", count, rate, limit))
     return max(wait, 0.0)
 
 
