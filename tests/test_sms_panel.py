@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from conftest import csrf_token, make_person
 from mpm.extensions import db
 from mpm.messaging import status
-from mpm.models import GatewaySetting, PhoneNumber, Sms, SmsEvent
+from mpm.models import GatewaySetting, Sms, SmsEvent
 
 HX = {"HX-Request": "true"}
 
