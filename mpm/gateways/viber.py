@@ -117,7 +117,9 @@ class ViberGateway:
         if not token:
             raise WebhookRefused("no Viber auth token is configured")
         expected = hmac.new(token.encode(), raw_body, hashlib.sha256).hexdigest()
-        if not signature or not hmac.compare_digest(expected, signature.strip().lower()):
+        # Bytes: a forged header may carry any characters, and compare_digest refuses non-ASCII str.
+        given = (signature or "").strip().lower().encode("utf-8", "replace")
+        if not given or not hmac.compare_digest(expected.encode(), given):
             raise WebhookRefused("bad X-Viber-Content-Signature")
         try:
             payload = json.loads(raw_body)
