@@ -212,3 +212,9 @@ def test_simulator_reports_come_back_and_the_message_ends_delivered(app, company
         assert set(expected.values()) == {"failed", "delivered"}
     finally:
         server.shutdown()
+
+
+def test_company_id_beyond_any_database_id_is_a_403_not_a_crash(client, company):
+    response = client.post("/api/africas-talking/callback/99999999999999999999/delivery-reports?token=x",
+                           data={"id": "a", "status": "Success"})
+    assert response.status_code == 403

@@ -27,6 +27,8 @@ def _refuse(code: int, why: str, company_id: int, gateway: str):
 
 def _authenticated_setting(company_id: int, gateway: str, secret: str | None):
     """The company's setting of this gateway when `secret` is its callback secret, else None."""
+    if company_id > 2**31 - 1:  # not an id the database can hold: no such company
+        return None
     setting = find_gateway_setting(company_id, gateway)
     if setting is None or not secret or not hmac.compare_digest(setting.callback_secret.encode(), secret.encode()):
         return None
