@@ -4,12 +4,17 @@ backoff, and an exactly-once effect per message.
 Order of one run:
 1. Expire what passed its validity; claim the rest (queued → sending) with one conditional
    UPDATE, so two jobs holding the same ids never both send a message.
-2. For each active gateway in priority order, the messages it can carry and has not tried yet
-   this round: record the attempt (event with an idempotency key) and COMMIT, then call the
-   provider. A crash after the commit leaves the message `sending`, which no run sends again.
+2. For each active gateway in priority order, the messages it can carry (Viber: only people with a
+   Viber id; TextBee: within the plan's quota), paced by the gateway's send rate shared by all
+   workers (mpm.messaging.ratelimit): record the attempt (event with an idempotency key) and
+   COMMIT, then call the provider. A crash after the commit leaves the message `sending`, which no
+   run sends again (the sweep marks it failed later).
 3. accepted → sent (provider id, cost); rejected → failed, no fallback; gateway error → next
    gateway. None left → back to queued with next_attempt_at stored, then scheduled with RQ; after
    SMS_MAX_ATTEMPTS rounds → failed with every attempt's reason.
+
+Bookkeeping is written in bulk (_Ledger) and only to rows still `sending`, i.e. owned by this run;
+status rules are those of mpm.messaging.status (forward only, except this retry back to queued).
 """
 import logging
 import time
