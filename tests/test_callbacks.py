@@ -218,3 +218,16 @@ def test_company_id_beyond_any_database_id_is_a_403_not_a_crash(client, company)
     response = client.post("/api/africas-talking/callback/99999999999999999999/delivery-reports?token=x",
                            data={"id": "a", "status": "Success"})
     assert response.status_code == 403
+
+
+def test_viber_message_from_a_subscriber_is_stored_for_that_person(client, company):
+    enable_gateway(company, "viber")
+    person = make_person(company, viber_id="01234567890A=")
+    payload = {"event": "message", "timestamp": 1457764197627, "message_token": 4912661846655238145,
+               "sender": {"id": "01234567890A=", "name": "John McClane", "language": "en", "country": "KE",
+                          "api_version": 1},
+               "message": {"type": "text", "text": "My meter is off"}}
+    assert _viber_post(client, company, payload).status_code == 200
+    assert _viber_post(client, company, payload).status_code == 200  # Viber's retry: stored once
+    rows = db.session.scalars(select(Sms).where(Sms.direction == "inbound")).all()
+    assert [(r.person_id, r.body, r.gateway) for r in rows] == [(person.id, "My meter is off", "viber")]
