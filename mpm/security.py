@@ -62,6 +62,9 @@ def init_security(app: Flask) -> Limiter:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.config["RATELIMIT_STORAGE_URI"] = rate_limit_storage_uri(app.config)
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Redis away for a moment: keep counting in this process rather than refuse every log-in.
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     # One limiter per app: its counters and limits never leak between apps (tests build many).
     limiter = Limiter(get_remote_address, app=app, default_limits=[])
     per_account = app.config.get("LOGIN_LIMIT_PER_ACCOUNT") or os.environ.get(

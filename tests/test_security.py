@@ -86,6 +86,15 @@ def test_lockout_holds_across_web_workers_sharing_redis(app, admin, redis_url):
     assert _login_form(second, admin.email, PASSWORD).status_code == 429
 
 
+def test_with_redis_down_log_in_works_and_lockout_still_counts(app, admin):
+    client = _limited_app(app, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
+    assert _login_form(client, admin.email, PASSWORD).status_code == 302
+    client = _limited_app(app, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
+    for _ in range(5):
+        assert _login_form(client, admin.email, "wrong-password").status_code == 401
+    assert _login_form(client, admin.email, PASSWORD).status_code == 429
+
+
 def test_production_counters_go_to_redis():
     from mpm.security import rate_limit_storage_uri
 
