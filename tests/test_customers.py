@@ -158,3 +158,13 @@ def test_detail_page_shows_person_and_a_place_for_sms(logged_in, company):
     page = logged_in.get(f"/customers/{person.id}").get_data(as_text=True)
     assert "Neema Achieng" in page and "+254 712 000030" in page
     assert 'id="sms-section"' in page
+
+
+def test_customer_page_leads_to_recording_a_payment_and_opening_a_ticket_for_them(logged_in, company):
+    person = make_person(company, "Neema", "Achieng", "+254712000031")
+    page = logged_in.get(f"/customers/{person.id}").get_data(as_text=True)
+    payment = re.search(r'href="([^"]+)">Record a payment', page).group(1)
+    ticket = re.search(r'href="([^"]+)">New maintenance ticket', page).group(1)
+    for url in (payment, ticket):
+        form = logged_in.get(url.replace("&amp;", "&")).get_data(as_text=True)
+        assert "Neema Achieng" in form  # the form opens with this customer chosen
