@@ -101,6 +101,15 @@ def people_page(company_id: int, flt: PeopleFilter, per_page: int) -> PeoplePage
     return PeoplePage(people=people, total=total, page=page, pages=pages)
 
 
+def company_person(company_id: int, raw_id) -> Person | None:
+    """The person picked on a form (an id as typed), if it is one of this company's."""
+    try:
+        person = db.session.get(Person, int(raw_id))
+    except (TypeError, ValueError):
+        return None
+    return person if person is not None and person.company_id == company_id else None
+
+
 def filter_choices(company_id: int) -> dict:
     def names(model):
         return list(db.session.execute(

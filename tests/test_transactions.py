@@ -127,7 +127,7 @@ def test_another_companys_transaction_is_404(logged_in, company):
 
 
 def test_customer_search_offers_customers_to_pick(logged_in, company, customer):
-    fragment = logged_in.get("/transactions/customer-search?customer_q=amina").get_data(as_text=True)
+    fragment = logged_in.get("/customers/picker?customer_q=amina").get_data(as_text=True)
     assert re.search(rf'name="customer_id" value="{customer.id}"', fragment) and "Amina Otieno" in fragment
 
 

@@ -21,6 +21,16 @@ def index():
     )
 
 
+@bp.get("/picker")
+@login_required
+def picker():
+    """htmx: customers matching what staff typed, as radio choices inside a form that needs one."""
+    q = request.args.get("customer_q", "").strip()
+    people = customers.people_page(company_id(), customers.PeopleFilter(q=q), 8).people if q else []
+    return render_template("customers/_picker_choices.html", people=people, q=q,
+                           selected=request.args.get("customer_id", type=int))
+
+
 @bp.get("/<int:person_id>")
 @login_required
 def detail(person_id: int):

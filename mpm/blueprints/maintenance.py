@@ -2,10 +2,9 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from mpm import maintenance
+from mpm import customers, maintenance
 from mpm.messaging.status import IN_FLIGHT
-from mpm.models import MaintenanceTicket, Person
-from mpm.extensions import db
+from mpm.models import MaintenanceTicket
 from mpm.web import company_id, get_for_company_or_404, page_or_fragment
 
 bp = Blueprint("maintenance", __name__, url_prefix="/maintenance")
@@ -19,17 +18,8 @@ def index():
     return page_or_fragment("maintenance/index.html", "maintenance/_table.html", result=result)
 
 
-def _chosen_customer(raw) -> Person | None:
-    """The customer already picked on the form, if it is one of this company's."""
-    try:
-        person = db.session.get(Person, int(raw))
-    except (TypeError, ValueError):
-        return None
-    return person if person is not None and person.company_id == company_id() else None
-
-
 def _form_page(form: dict, error: str | None = None, field: str | None = None, status: int = 200):
-    customer = _chosen_customer(form.get("customer_id"))
+    customer = customers.company_person(company_id(), form.get("customer_id"))
     return render_template("maintenance/new.html", form=form, error=error, field=field, customer=customer,
                            assignees=maintenance.assignee_choices(company_id()),
                            categories=maintenance.category_choices(company_id())), status

@@ -5,8 +5,7 @@ from flask_login import current_user, login_required
 from mpm import customers, transactions
 from mpm.messaging.send import SmsRefused
 from mpm.messaging.status import IN_FLIGHT
-from mpm.models import Person, Transaction
-from mpm.extensions import db
+from mpm.models import Transaction
 from mpm.web import company_id, get_for_company_or_404, page_or_fragment
 
 bp = Blueprint("transactions", __name__, url_prefix="/transactions")
@@ -20,17 +19,8 @@ def index():
     return page_or_fragment("transactions/index.html", "transactions/_table.html", result=result, q=q)
 
 
-def _chosen_customer(raw) -> Person | None:
-    """The customer already picked on the form, if it is one of this company's."""
-    try:
-        person = db.session.get(Person, int(raw))
-    except (TypeError, ValueError):
-        return None
-    return person if person is not None and person.company_id == company_id() else None
-
-
 def _form_page(form: dict, error: str | None = None, field: str | None = None, status: int = 200):
-    customer = _chosen_customer(form.get("customer_id"))
+    customer = customers.company_person(company_id(), form.get("customer_id"))
     return render_template("transactions/new.html", form=form, error=error, field=field, customer=customer,
                            currency=current_user.company.currency), status
 
@@ -59,19 +49,6 @@ def create():
     else:
         flash("Transaction recorded; its confirmation SMS is on its way.")
     return redirect(url_for("transactions.detail", transaction_id=transaction.id))
-
-
-@bp.get("/customer-search")
-@login_required
-def customer_search():
-    """htmx: customers matching what staff typed, as radio choices inside the form."""
-    q = request.args.get("customer_q", "").strip()
-    people = []
-    if q:
-        flt = customers.PeopleFilter(q=q, kind="customer")
-        people = customers.people_page(company_id(), flt, 8).people
-    return render_template("transactions/_customer_choices.html", people=people, q=q,
-                           selected=request.args.get("customer_id", type=int))
 
 
 @bp.get("/<int:transaction_id>")
