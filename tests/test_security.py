@@ -86,6 +86,30 @@ def test_lockout_holds_across_web_workers_sharing_redis(app, admin, redis_url):
     assert _login_form(second, admin.email, PASSWORD).status_code == 429
 
 
+def _login_via_proxy(client, email, password, forwarded_for):
+    headers = {"X-Forwarded-For": forwarded_for}
+    page = client.get("/login", headers=headers).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    return client.post("/login", data={"email": email, "password": password, "csrf_token": token}, headers=headers)
+
+
+def test_a_forged_forwarded_for_does_not_dodge_the_lockout(app, admin, monkeypatch):
+    monkeypatch.delenv("MPM_TRUSTED_PROXIES", raising=False)
+    client = _limited_app(app).test_client()
+    for n in range(5):
+        assert _login_via_proxy(client, admin.email, "wrong-password", f"203.0.113.{n}").status_code == 401
+    assert _login_via_proxy(client, admin.email, PASSWORD, "203.0.113.99").status_code == 429
+
+
+def test_behind_a_trusted_proxy_each_client_address_counts_apart(app, admin, monkeypatch):
+    monkeypatch.setenv("MPM_TRUSTED_PROXIES", "1")
+    client = _limited_app(app).test_client()
+    for _ in range(5):
+        assert _login_via_proxy(client, admin.email, "wrong-password", "203.0.113.7").status_code == 401
+    assert _login_via_proxy(client, admin.email, PASSWORD, "203.0.113.7").status_code == 429
+    assert _login_via_proxy(client, admin.email, PASSWORD, "198.51.100.20").status_code == 302
+
+
 def test_with_redis_down_log_in_works_and_lockout_still_counts(app, admin):
     client = _limited_app(app, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0").test_client()
     assert _login_form(client, admin.email, PASSWORD).status_code == 302
