@@ -90,3 +90,23 @@ def test_sweep_is_enqueued_once_per_interval_by_many_workers(app):
     with app.app_context():
         assert queue("high").count == 0
         assert queue("high").finished_job_registry.count == 1
+
+
+def test_rows_of_a_paused_broadcast_are_left_for_resume(app, company, simulator):
+    from mpm.models import Broadcast
+
+    enable_simulated_gateway(company, simulator)
+    paused = Broadcast(company_id=company.id, body="Maintenance tonight", state="paused")
+    db.session.add(paused)
+    db.session.commit()
+    [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Maintenance tonight",
+                           trigger="broadcast", broadcast_id=paused.id, lane="bulk")
+    _lose_jobs(app)
+    row = db.session.get(Sms, sms.id)
+    row.created_at = utcnow() - timedelta(minutes=30)
+    db.session.commit()
+
+    assert sweep_lost_messages()["requeued"] == 0
+    paused.state = "sending"
+    db.session.commit()
+    assert sweep_lost_messages()["requeued"] == 1

@@ -2,8 +2,8 @@
 
 Run every minute from the worker (mpm.worker). A retry's due time is in the database before its
 RQ job is scheduled; if Redis lost the job, the due time is still here:
-- `queued` and due for longer than the grace period, or never picked up for that long → enqueued
-  again (next_attempt_at set to now, so each message is re-enqueued at most once per grace period;
+- `queued` and due for longer than the grace period, or never picked up for that long (unless its
+  broadcast is paused: resuming hands those over) → enqueued again (next_attempt_at set to now, so each message is re-enqueued at most once per grace period;
   a duplicate job is harmless: the claim in dispatch lets only one run send);
 - `sending` for longer than SMS_STUCK_SENDING_MINUTES (the worker died mid-call) → failed, not
   resent: the provider may have taken it, and a double send is worse than a visible failure.
@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select, update
 
 from mpm.extensions import db
 from mpm.messaging import status
-from mpm.models import Sms
+from mpm.models import Broadcast, Sms
 from mpm.models.base import utcnow
 from mpm.queue import queue
 
@@ -29,9 +29,12 @@ def sweep_lost_messages(now=None) -> dict:
     stuck = timedelta(minutes=current_app.config.get("SMS_STUCK_SENDING_MINUTES", 15))
     batch = current_app.config["SMS_BATCH_SIZE"]
 
+    # A paused (or not yet started) broadcast's rows wait for it, not for the sweep.
+    sending_broadcasts = select(Broadcast.id).where(Broadcast.state == "sending")
     lost = db.session.execute(
         select(Sms.id, Sms.company_id, Sms.lane)
         .where(Sms.direction == "outbound", Sms.status == status.QUEUED,
+               or_(Sms.broadcast_id.is_(None), Sms.broadcast_id.in_(sending_broadcasts)),
                or_(Sms.next_attempt_at <= now - grace,
                    and_(Sms.next_attempt_at.is_(None), Sms.created_at <= now - grace)))
         .order_by(Sms.id)
