@@ -18,7 +18,9 @@ class Sms(TenantMixin, db.Model):
         Index("ix_sms_company_status", "company_id", "status"),
         Index("ix_sms_person_created", "person_id", "created_at"),
         Index("ix_sms_broadcast_status", "broadcast_id", "status"),
-        Index("ix_sms_gateway_message", "gateway", "provider_message_id"),
+        # Delivery reports: (gateway, provider id) within the company; all three columns, so SQLite
+        # picks this index over ix_sms_company_id.
+        Index("ix_sms_gateway_message", "gateway", "provider_message_id", "company_id"),
         Index("ix_sms_due", "status", "next_attempt_at"),
         # Same trigger object never produces two messages (e.g. a transaction posted twice).
         UniqueConstraint("company_id", "dedupe_key"),
