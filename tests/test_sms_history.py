@@ -269,3 +269,18 @@ def test_broad_search_finds_the_same_messages_as_a_narrow_one(logged_in, company
     broad = ids_in(logged_in.get("/sms/?q=kamau").get_data(as_text=True))
     assert narrow == broad == made[::-1]
     assert ids_in(logged_in.get("/sms/?q=nobody").get_data(as_text=True)) == []
+
+
+def test_number_search_finds_messages_from_a_number_that_later_became_a_customers(logged_in, company):
+    """An inbound SMS from an unknown number stays findable by that number after staff add the
+    number to a customer."""
+    from mpm.models import PhoneNumber, Sms
+
+    db.session.add(Sms(company_id=company.id, direction="inbound", number="+254722000999", body="Who is this?",
+                       status="received", trigger="reply"))
+    db.session.commit()
+    person = make_person(company, "Later", "Customer", number=None)
+    db.session.add(PhoneNumber(company_id=company.id, person_id=person.id, e164="+254722000999", is_primary=True))
+    db.session.commit()
+    assert "Who is this?" in logged_in.get("/sms/?q=0722 000 999").get_data(as_text=True)
+    assert "Who is this?" not in logged_in.get("/sms/?q=0722 000 998").get_data(as_text=True)

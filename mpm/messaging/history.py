@@ -160,23 +160,20 @@ def _messages_of(people):
 
 
 def _search_condition(company_id: int, q: str, default_region: str):
-    """Name words → the people they name; a number (any local format, or part of one) → the people
-    with that number, and only when nobody has it, the messages to or from that number.
-
-    Going through the people keeps the search on indexes: Sms.number has no index, so matching it
-    scans every message of the company. Known gap: a message from a number that was nobody's at the
-    time is found by number only while the number still belongs to nobody."""
+    """A whole number (any local format) → the messages to or from that number (ix_sms_company_number);
+    part of a number → the people with such a number, and only when nobody has it, the messages
+    whose number contains it; name words → the people they name."""
     digits = re.sub(r"\D", "", q)
     words = q.split()
     if len(digits) >= 3:
         try:
-            e164 = to_e164(q, default_region)
+            return Sms.number == to_e164(q, default_region)
         except InvalidPhoneNumber:
-            e164 = None
+            pass
         # Part of a number typed the local way ("0712 34") is found without its trunk zero too.
         parts = {digits, digits.lstrip("0")} - {""}
-        people = select(PhoneNumber.person_id).where(PhoneNumber.company_id == company_id)
-        people = people.where(PhoneNumber.e164 == e164 if e164 else or_(*(PhoneNumber.e164.like(f"%{p}%") for p in parts)))
+        people = select(PhoneNumber.person_id).where(
+            PhoneNumber.company_id == company_id, or_(*(PhoneNumber.e164.like(f"%{p}%") for p in parts)))
     elif words:
         people = select(Person.id).where(
             Person.company_id == company_id,
@@ -188,7 +185,7 @@ def _search_condition(company_id: int, q: str, default_region: str):
     if condition is not None:
         return condition
     if len(digits) >= 3:
-        return Sms.number == e164 if e164 else or_(*(Sms.number.like(f"%{p}%") for p in parts))
+        return or_(*(Sms.number.like(f"%{p}%") for p in parts))
     return false()
 
 

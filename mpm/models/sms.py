@@ -17,6 +17,8 @@ class Sms(TenantMixin, db.Model):
         Index("ix_sms_company_created", "company_id", "created_at", "id"),
         Index("ix_sms_company_status", "company_id", "status"),
         Index("ix_sms_person_created", "person_id", "created_at"),
+        # Search by number: every message to or from it, whoever the number belongs to now.
+        Index("ix_sms_company_number", "company_id", "number", "created_at"),
         Index("ix_sms_broadcast_status", "broadcast_id", "status"),
         # Delivery reports: (gateway, provider id) within the company; all three columns, so SQLite
         # picks this index over ix_sms_company_id.
