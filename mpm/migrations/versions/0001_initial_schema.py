@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 96d29591a884
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 01:22:59.707219
+Create Date: 2026-11-26 02:27:20.232051
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '96d29591a884'
+revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -132,8 +132,14 @@ def upgrade():
     sa.Column('quiet_hours', sa.JSON(), nullable=True),
     sa.Column('validity_hours', sa.Integer(), nullable=False),
     sa.Column('recipient_count', sa.Integer(), nullable=False),
+    sa.Column('estimated_segments', sa.Integer(), nullable=False),
     sa.Column('estimated_cost', sa.Numeric(precision=12, scale=4), nullable=True),
     sa.Column('expanded_through_person_id', sa.Integer(), nullable=False),
+    sa.Column('enqueued_through_sms_id', sa.Integer(), nullable=False),
+    sa.Column('fanout_finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('waiting_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('company_id', sa.Integer(), nullable=False),
@@ -169,6 +175,46 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_person_customer_group_id'), ['customer_group_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_person_customer_type_id'), ['customer_type_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_person_mini_grid_id'), ['mini_grid_id'], unique=False)
+
+    op.create_table('sms_template',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('trigger', sa.String(length=40), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('updated_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_sms_template_company_id_company')),
+    sa.ForeignKeyConstraint(['updated_by_user_id'], ['user.id'], name=op.f('fk_sms_template_updated_by_user_id_user'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sms_template')),
+    sa.UniqueConstraint('company_id', 'trigger', name=op.f('uq_sms_template_company_id'))
+    )
+    with op.batch_alter_table('sms_template', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sms_template_company_id'), ['company_id'], unique=False)
+
+    op.create_table('maintenance_ticket',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('assignee_id', sa.Integer(), nullable=True),
+    sa.Column('category', sa.String(length=80), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('due_date', sa.Date(), nullable=True),
+    sa.Column('status', sa.String(length=8), nullable=False),
+    sa.Column('assignment_count', sa.Integer(), nullable=False),
+    sa.Column('created_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['assignee_id'], ['person.id'], name=op.f('fk_maintenance_ticket_assignee_id_person'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_maintenance_ticket_company_id_company')),
+    sa.ForeignKeyConstraint(['created_by_user_id'], ['user.id'], name=op.f('fk_maintenance_ticket_created_by_user_id_user'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['customer_id'], ['person.id'], name=op.f('fk_maintenance_ticket_customer_id_person'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_maintenance_ticket'))
+    )
+    with op.batch_alter_table('maintenance_ticket', schema=None) as batch_op:
+        batch_op.create_index('ix_maintenance_ticket_assignee', ['assignee_id', 'status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_maintenance_ticket_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_maintenance_ticket_company_status', ['company_id', 'status', 'created_at'], unique=False)
+        batch_op.create_index('ix_maintenance_ticket_customer', ['customer_id', 'status'], unique=False)
 
     op.create_table('phone_number',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -224,10 +270,41 @@ def upgrade():
         batch_op.create_index('ix_sms_broadcast_status', ['broadcast_id', 'status'], unique=False)
         batch_op.create_index('ix_sms_company_created', ['company_id', 'created_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_sms_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_sms_company_number', ['company_id', 'number', 'created_at'], unique=False)
         batch_op.create_index('ix_sms_company_status', ['company_id', 'status'], unique=False)
         batch_op.create_index('ix_sms_due', ['status', 'next_attempt_at'], unique=False)
-        batch_op.create_index('ix_sms_gateway_message', ['gateway', 'provider_message_id'], unique=False)
+        batch_op.create_index('ix_sms_gateway_message', ['gateway', 'provider_message_id', 'company_id'], unique=False)
         batch_op.create_index('ix_sms_person_created', ['person_id', 'created_at'], unique=False)
+
+    op.create_table('transaction',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('person_id', sa.Integer(), nullable=True),
+    sa.Column('sender_number', sa.String(length=20), nullable=True),
+    sa.Column('amount', sa.Numeric(precision=12, scale=2), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('provider', sa.String(length=40), nullable=False),
+    sa.Column('provider_reference', sa.String(length=120), nullable=True),
+    sa.Column('token_type', sa.String(length=8), nullable=True),
+    sa.Column('token', sa.String(length=120), nullable=True),
+    sa.Column('meter_serial', sa.String(length=60), nullable=True),
+    sa.Column('energy_kwh', sa.Numeric(precision=12, scale=3), nullable=True),
+    sa.Column('device_serial', sa.String(length=60), nullable=True),
+    sa.Column('duration', sa.Integer(), nullable=True),
+    sa.Column('unit', sa.String(length=20), nullable=True),
+    sa.Column('recorded_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('sms_note', sa.Text(), nullable=True),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_transaction_company_id_company')),
+    sa.ForeignKeyConstraint(['person_id'], ['person.id'], name=op.f('fk_transaction_person_id_person'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['recorded_by_user_id'], ['user.id'], name=op.f('fk_transaction_recorded_by_user_id_user'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_transaction')),
+    sa.UniqueConstraint('company_id', 'provider_reference', name=op.f('uq_transaction_company_id'))
+    )
+    with op.batch_alter_table('transaction', schema=None) as batch_op:
+        batch_op.create_index('ix_transaction_company_created', ['company_id', 'created_at', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_transaction_company_id'), ['company_id'], unique=False)
+        batch_op.create_index('ix_transaction_person_created', ['person_id', 'created_at'], unique=False)
 
     op.create_table('sms_event',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -246,21 +323,53 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_sms_event_company_id'), ['company_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_sms_event_sms_id'), ['sms_id'], unique=False)
 
+    op.create_table('ticket_comment',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('ticket_id', sa.Integer(), nullable=False),
+    sa.Column('author_person_id', sa.Integer(), nullable=True),
+    sa.Column('author_user_id', sa.Integer(), nullable=True),
+    sa.Column('sms_id', sa.Integer(), nullable=True),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['author_person_id'], ['person.id'], name=op.f('fk_ticket_comment_author_person_id_person'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['author_user_id'], ['user.id'], name=op.f('fk_ticket_comment_author_user_id_user'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_ticket_comment_company_id_company')),
+    sa.ForeignKeyConstraint(['sms_id'], ['sms.id'], name=op.f('fk_ticket_comment_sms_id_sms'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['ticket_id'], ['maintenance_ticket.id'], name=op.f('fk_ticket_comment_ticket_id_maintenance_ticket'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ticket_comment'))
+    )
+    with op.batch_alter_table('ticket_comment', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_ticket_comment_company_id'), ['company_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_ticket_comment_ticket_id'), ['ticket_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade():
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('ticket_comment', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_ticket_comment_ticket_id'))
+        batch_op.drop_index(batch_op.f('ix_ticket_comment_company_id'))
+
+    op.drop_table('ticket_comment')
     with op.batch_alter_table('sms_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sms_event_sms_id'))
         batch_op.drop_index(batch_op.f('ix_sms_event_company_id'))
 
     op.drop_table('sms_event')
+    with op.batch_alter_table('transaction', schema=None) as batch_op:
+        batch_op.drop_index('ix_transaction_person_created')
+        batch_op.drop_index(batch_op.f('ix_transaction_company_id'))
+        batch_op.drop_index('ix_transaction_company_created')
+
+    op.drop_table('transaction')
     with op.batch_alter_table('sms', schema=None) as batch_op:
         batch_op.drop_index('ix_sms_person_created')
         batch_op.drop_index('ix_sms_gateway_message')
         batch_op.drop_index('ix_sms_due')
         batch_op.drop_index('ix_sms_company_status')
+        batch_op.drop_index('ix_sms_company_number')
         batch_op.drop_index(batch_op.f('ix_sms_company_id'))
         batch_op.drop_index('ix_sms_company_created')
         batch_op.drop_index('ix_sms_broadcast_status')
@@ -273,6 +382,17 @@ def downgrade():
         batch_op.drop_index('ix_phone_number_company_e164')
 
     op.drop_table('phone_number')
+    with op.batch_alter_table('maintenance_ticket', schema=None) as batch_op:
+        batch_op.drop_index('ix_maintenance_ticket_customer')
+        batch_op.drop_index('ix_maintenance_ticket_company_status')
+        batch_op.drop_index(batch_op.f('ix_maintenance_ticket_company_id'))
+        batch_op.drop_index('ix_maintenance_ticket_assignee')
+
+    op.drop_table('maintenance_ticket')
+    with op.batch_alter_table('sms_template', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sms_template_company_id'))
+
+    op.drop_table('sms_template')
     with op.batch_alter_table('person', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_person_mini_grid_id'))
         batch_op.drop_index(batch_op.f('ix_person_customer_type_id'))
