@@ -36,7 +36,7 @@ def test_queued_message_whose_job_was_lost_is_sent_after_the_sweep(app, company,
     # Just re-enqueued: the next sweep does not enqueue it again.
     assert sweep_lost_messages()["requeued"] == 0
 
-    run_jobs(app)
+    assert run_jobs(app) == 1
     db.session.expire_all()
     assert db.session.get(Sms, sms.id).status == "sent"
     assert len(simulator.received()) == 1
