@@ -1,4 +1,4 @@
-from conftest import PASSWORD, login, make_company, make_user
+from conftest import PASSWORD, login
 
 
 def test_login_with_right_password_reaches_dashboard(client, admin):

@@ -4,7 +4,7 @@ import time
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from mpm import create_app
 from mpm.demo import seed_demo

@@ -9,7 +9,7 @@ import responses
 
 from mpm.gateways import android, textbee, viber
 from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
-from mpm.gateways.textbee import WebhookRefused
+from mpm.gateways.webhooks import WebhookRefused
 
 TB = GatewayConfig(credentials={"api_key": "tb-key", "device_id": "6650c2a1e5f1", "webhook_secret": "whsec"})
 TB_SEND = f"{textbee.LIVE_URL}/gateway/devices/6650c2a1e5f1/send-sms"

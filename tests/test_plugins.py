@@ -5,7 +5,6 @@ import logging
 import re
 from datetime import timedelta
 
-import pytest
 import responses
 from sqlalchemy import select, text
 

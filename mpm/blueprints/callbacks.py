@@ -10,7 +10,7 @@ from sqlalchemy import select
 from mpm.extensions import csrf, db
 from mpm.gateways.credentials import UnreadableCredentials
 from mpm.gateways.registry import config_for, find_gateway_setting, get_gateway
-from mpm.gateways.textbee import WebhookRefused
+from mpm.gateways.webhooks import WebhookRefused
 from mpm.messaging.delivery import UnknownMessage, apply_delivery_report, forget_viber_subscriber
 from mpm.messaging.inbound import store_incoming
 from mpm.models import GatewaySetting

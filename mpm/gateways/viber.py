@@ -12,15 +12,12 @@ cannot be reached through Viber: the dispatcher falls back and forgets their Vib
 Callbacks: one webhook, signed with X-Viber-Content-Signature = hex HMAC-SHA256(auth token, raw
 body); events delivered / seen / failed / subscribed / unsubscribed / message / webhook.
 """
-import hashlib
-import hmac
-import json
 
 import requests
 
 from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
                                IncomingMessage, OutboundMessage, SendResult)
-from mpm.gateways.textbee import WebhookRefused
+from mpm.gateways.webhooks import WebhookRefused, verified_json
 
 LIVE_URL = "https://chatapi.viber.com/pa"
 
@@ -113,21 +110,9 @@ class ViberGateway:
         return CredentialCheck(True, f"Connected to the Viber bot \"{answer.get('name', '')}\".")
 
     def webhook_payload(self, raw_body: bytes, signature: str | None, config: GatewayConfig) -> dict:
-        token = config.credentials.get("auth_token") or ""
-        if not token:
+        if not config.credentials.get("auth_token"):
             raise WebhookRefused("no Viber auth token is configured")
-        expected = hmac.new(token.encode(), raw_body, hashlib.sha256).hexdigest()
-        # Bytes: a forged header may carry any characters, and compare_digest refuses non-ASCII str.
-        given = (signature or "").strip().lower().encode("utf-8", "replace")
-        if not given or not hmac.compare_digest(expected.encode(), given):
-            raise WebhookRefused("bad X-Viber-Content-Signature")
-        try:
-            payload = json.loads(raw_body)
-        except ValueError:
-            raise WebhookRefused("body is not JSON") from None
-        if not isinstance(payload, dict) or not payload.get("event"):
-            raise WebhookRefused("no event")
-        return payload
+        return verified_json(raw_body, signature, config.credentials["auth_token"], "X-Viber-Content-Signature", "event")
 
     def delivery_report(self, payload: dict) -> DeliveryReport | None:
         event = payload.get("event")
