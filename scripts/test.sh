@@ -44,6 +44,8 @@ PG_URL="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 
 mkdir -p test-output
 status=0
+echo "== ruff (pyflakes) =="
+"$BIN/ruff" check mpm tests bench || status=$?
 echo "== tests on SQLite =="
 MPM_TEST_OUTPUT=test-output/sqlite "$BIN/python" -m pytest -p no:cacheprovider "$@" || status=$?
 echo "== tests on PostgreSQL =="
