@@ -568,3 +568,27 @@ def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going
     assert [(sms.person_id, sms.error, name) for sms, name in failed] == [
         (town["baraka"], "0712000002 is not a valid phone number", "Baraka Mwangi")]
     assert len(enqueued_sms_ids()) == 2
+
+
+def test_pause_holds_messages_already_queued_and_resume_sends_each_once(app, company, town, simulator):
+    from conftest import enable_simulated_gateway, run_jobs
+
+    app.config["BROADCAST_CHUNK_SIZE"] = 10
+    enable_simulated_gateway(company, simulator)
+    admin = make_user(company)
+    broadcast = draft(company, admin, "Dear [name], the grid is off tonight.",
+                      audience=Audience(mini_grid_ids=(town["grid_a"], town["grid_b"])))
+    lifecycle.confirm(company.id, broadcast.id, admin.id)
+    fanout.run_broadcast(broadcast.id)  # the chunk is inserted and handed to the send queue…
+    lifecycle.pause(company.id, broadcast.id, admin.id)  # …and then the operator pauses
+    run_jobs(app)
+    assert simulator.received("africastalking") == []
+    db.session.expire_all()
+    assert {s for (s,) in db.session.execute(select(Sms.status).where(Sms.broadcast_id == broadcast.id))} == {"queued"}
+
+    lifecycle.resume(company.id, broadcast.id, admin.id)
+    run_jobs(app)
+    numbers = sorted(m["number"] for m in simulator.received("africastalking"))
+    assert numbers == ["+254712000001", "+254712000002", "+254712000003"]
+    run_jobs(app)
+    assert len(simulator.received("africastalking")) == 3

@@ -17,7 +17,7 @@ from mpm.broadcasts.audience import Audience, AudienceCounts
 from mpm.extensions import db
 from mpm.messaging import status
 from mpm.messaging.encoding import BodyInfo
-from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider
+from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
 from mpm.models import AuditEntry, Broadcast, Company, Sms, SmsEvent
 from mpm.models.base import utcnow
 from mpm.queue import BULK, queue
@@ -257,8 +257,20 @@ def resume(company_id: int, broadcast_id: int, user_id: int | None, now: datetim
     _audit(broadcast, user_id, "broadcast.resumed")
     db.session.commit()
     db.session.refresh(broadcast)
+    _requeue_held_messages(broadcast)
     enqueue_fanout(broadcast, at=scheduled_for if later else None)
     return broadcast
+
+
+def _requeue_held_messages(broadcast: Broadcast) -> None:
+    """Messages already handed to the queue when the pause came were skipped by the sender and
+    are still queued: hand them over again (at most the chunk that was in flight)."""
+    held = db.session.scalars(
+        select(Sms.id).where(Sms.company_id == broadcast.company_id, Sms.broadcast_id == broadcast.id,
+                             Sms.status == status.QUEUED, Sms.id <= broadcast.enqueued_through_sms_id)
+        .order_by(Sms.id)).all()
+    if held:
+        enqueue_batches(broadcast.company_id, held, BULK)
 
 
 def cancel(company_id: int, broadcast_id: int, user_id: int | None, now: datetime | None = None) -> Broadcast:

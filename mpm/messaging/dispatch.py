@@ -31,7 +31,7 @@ from mpm.gateways.catalog import GATEWAY_LABELS
 from mpm.gateways.credentials import UnreadableCredentials
 from mpm.gateways.registry import active_gateway_settings, config_for, get_gateway
 from mpm.messaging import ratelimit, status
-from mpm.models import Person, Sms, SmsEvent
+from mpm.models import Broadcast, Person, Sms, SmsEvent
 from mpm.models.base import utcnow
 from mpm.queue import queue
 
@@ -242,7 +242,11 @@ def _claim(company_id: int, sms_ids: list[int], now) -> list[_Claimed]:
         update(Sms)
         .where(Sms.company_id == company_id, Sms.id.in_(sms_ids), Sms.direction == "outbound",
                Sms.status == status.QUEUED, Sms.provider_message_id.is_(None),
-               or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack))
+               or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack),
+               # A paused broadcast's messages stay queued; resuming hands them to the queue again.
+               or_(Sms.broadcast_id.is_(None),
+                   Sms.broadcast_id.not_in(select(Broadcast.id).where(Broadcast.company_id == company_id,
+                                                                      Broadcast.state == "paused"))))
         .values(status=status.SENDING, attempts=Sms.attempts + 1, tried_gateways=[], updated_at=now)
         .returning(Sms.id, Sms.number, Sms.body, Sms.person_id, Sms.attempts, Sms.lane, Sms.error)
         .execution_options(synchronize_session=False)
