@@ -1,4 +1,4 @@
-"""flask CLI commands: seed-demo, create-admin, worker."""
+"""flask CLI commands: seed-demo, create-company, worker."""
 import click
 from flask import Flask
 
@@ -14,6 +14,23 @@ def register_commands(app: Flask) -> None:
 
         login = seed_demo(admin_email=email, admin_password=password, customers=customers)
         click.echo(f"Seeded {login['people']} people. Admin login: {login['email']} / {login['password']}")
+
+    @app.cli.command("create-company")
+    @click.option("--name", required=True, help="The operator's name, e.g. 'Kisiwa Power Ltd'.")
+    @click.option("--region", default="KE", show_default=True, help="Region of phone numbers typed without +country code.")
+    @click.option("--time-zone", default="Africa/Nairobi", show_default=True)
+    @click.option("--currency", default="KES", show_default=True)
+    @click.option("--admin-email", required=True)
+    @click.password_option("--admin-password", help="At least 10 characters.")
+    def create_company_command(name, region, time_zone, currency, admin_email, admin_password):
+        """Create a company and its first admin (production installs seed nothing)."""
+        from mpm.accounts import create_company_with_admin
+
+        try:
+            admin = create_company_with_admin(name, region, time_zone, currency, admin_email, admin_password)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Created company {name!r} (id {admin.company_id}) with admin {admin.email}.")
 
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")

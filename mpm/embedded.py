@@ -15,6 +15,8 @@ from pathlib import Path
 
 from mpm import config
 
+GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -46,7 +48,7 @@ def _prepare_database(env: dict, seed: bool) -> str:
     with app.app_context():
         upgrade()
         if not seed:
-            return "Using DATABASE_URL: no demo data seeded; create users with your own tooling."
+            return "Using DATABASE_URL: no demo data seeded; create a company with `flask --app wsgi create-company`."
         email = os.environ.get("MPM_ADMIN_EMAIL") or DEFAULT_ADMIN_EMAIL
         password = os.environ.get("MPM_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         if db.session.scalar(select(Company.id).limit(1)) is None:
@@ -112,8 +114,9 @@ def main() -> int:
             start("simulator", [python, "-m", "mpm.simulator", "--port", str(sim_port)])
         login = _prepare_database(env, seed=not os.environ.get("DATABASE_URL"))
         start("worker", [python, "-m", "flask", "--app", "wsgi", "worker"])
-        start("web", [python, "-m", "gunicorn", "--workers", "2", "--threads", "4",
-                      "--bind", f"{host}:{port}", "--access-logfile", "-", "wsgi:app"])
+        # The deployment's gunicorn settings: its access log leaves out the secrets in callback URLs.
+        start("web", [python, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "--workers", "2", "--threads", "4",
+                      "--bind", f"{host}:{port}", "wsgi:app"])
         print("\n" + "=" * 64, flush=True)
         print(f"MPM Messaging is running at http://{host}:{port}/", flush=True)
         print(login, flush=True)

@@ -63,3 +63,23 @@ def test_migrations_build_the_schema_the_models_describe(tmp_path, postgres_url)
         with db.engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
     assert diff == []
+
+
+def test_create_company_command_makes_a_tenant_whose_admin_can_log_in(app, client):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["create-company", "--name", "Kisiwa Power Ltd", "--region", "TZ",
+                                 "--time-zone", "Africa/Dar_es_Salaam", "--currency", "TZS",
+                                 "--admin-email", "boss@kisiwa.example", "--admin-password", "Long-enough-1"])
+    assert result.exit_code == 0, result.output
+    assert "Created company 'Kisiwa Power Ltd'" in result.output
+    from conftest import login
+
+    assert login(client, "boss@kisiwa.example", "Long-enough-1").status_code == 302
+    again = runner.invoke(args=["create-company", "--name", "Other", "--admin-email", "boss@kisiwa.example",
+                                "--admin-password", "Long-enough-1"])
+    assert again.exit_code != 0 and "already has an account" in again.output
+    bad_zone = runner.invoke(args=["create-company", "--name", "Other", "--time-zone", "Mars/Olympus",
+                                   "--admin-email", "x@kisiwa.example", "--admin-password", "Long-enough-1"])
+    assert bad_zone.exit_code != 0 and "not a time zone" in bad_zone.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(User)) == 1

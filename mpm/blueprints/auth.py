@@ -4,12 +4,10 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from mpm.extensions import db
-from mpm.models import User
+from mpm.accounts import authenticate
 
 bp = Blueprint("auth", __name__)
 
@@ -35,8 +33,8 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        user = db.session.scalar(select(User).where(func.lower(User.email) == form.email.data.strip().lower()))
-        if user is not None and user.check_password(form.password.data):
+        user = authenticate(form.email.data, form.password.data)
+        if user is not None:
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
         error = WRONG_LOGIN
