@@ -1,4 +1,5 @@
 """The one interface every gateway module implements."""
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -80,3 +81,19 @@ class Gateway(Protocol):
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
         """Ask the provider whether these credentials work."""
+
+
+def send_one_by_one(messages: list[OutboundMessage],
+                    send_one: Callable[[OutboundMessage], tuple[SendResult, bool]]) -> list[SendResult]:
+    """For providers that take one message per request. `send_one` answers (result, whole gateway
+    down); once the gateway is down (unreachable, key refused) the rest get the same gateway error
+    at once instead of a timeout each."""
+    results: list[SendResult] = []
+    for message in messages:
+        result, whole_gateway_down = send_one(message)
+        results.append(result)
+        if whole_gateway_down:
+            results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=result.detail)
+                           for m in messages[len(results):])
+            break
+    return results

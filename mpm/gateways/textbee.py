@@ -17,7 +17,7 @@ MESSAGE_RECEIVED.
 import requests
 
 from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult)
+                               IncomingMessage, OutboundMessage, SendResult, send_one_by_one)
 from mpm.gateways.webhooks import WebhookRefused, verified_json
 
 LIVE_URL = "https://api.textbee.dev/api/v1"
@@ -52,16 +52,7 @@ class TextBeeGateway:
         return {"x-api-key": config.credentials.get("api_key", ""), "Accept": "application/json"}
 
     def send_batch(self, messages: list[OutboundMessage], config: GatewayConfig) -> list[SendResult]:
-        results = []
-        for message in messages:
-            result, whole_gateway_down = self._send_one(message, config)
-            results.append(result)
-            if whole_gateway_down:
-                # Unreachable or refusing the key: do not wait for a timeout per message.
-                results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=result.detail)
-                               for m in messages[len(results):])
-                break
-        return results
+        return send_one_by_one(messages, lambda message: self._send_one(message, config))
 
     def _send_one(self, message: OutboundMessage, config: GatewayConfig) -> tuple[SendResult, bool]:
         device = config.credentials.get("device_id", "")

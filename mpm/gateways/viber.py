@@ -16,7 +16,7 @@ body); events delivered / seen / failed / subscribed / unsubscribed / message / 
 import requests
 
 from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult)
+                               IncomingMessage, OutboundMessage, SendResult, send_one_by_one)
 from mpm.gateways.webhooks import WebhookRefused, verified_json
 
 LIVE_URL = "https://chatapi.viber.com/pa"
@@ -51,15 +51,7 @@ class ViberGateway:
         return {"X-Viber-Auth-Token": config.credentials.get("auth_token", "")}
 
     def send_batch(self, messages: list[OutboundMessage], config: GatewayConfig) -> list[SendResult]:
-        results = []
-        for message in messages:
-            result, whole_gateway_down = self._send_one(message, config)
-            results.append(result)
-            if whole_gateway_down:
-                results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=result.detail)
-                               for m in messages[len(results):])
-                break
-        return results
+        return send_one_by_one(messages, lambda message: self._send_one(message, config))
 
     def _send_one(self, message: OutboundMessage, config: GatewayConfig) -> tuple[SendResult, bool]:
         body = {"receiver": message.viber_id, "type": "text", "text": message.body,
