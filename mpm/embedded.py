@@ -105,6 +105,9 @@ def main() -> int:
         if embedded_redis is not None:
             embedded_redis.shutdown()
 
+    # Ctrl-C and a service manager's SIGTERM both stop everything; SIGINT is set explicitly
+    # because a shell that starts us in the background leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         if not external:
