@@ -92,43 +92,38 @@ def _signed_payload(company_id: int, gateway: str, signature_header: str):
     return payload, None
 
 
-@bp.post("/textbee-sms-gateway/callback/<int:company_id>/webhook")
-def textbee_webhook(company_id: int):
-    payload, refusal = _signed_payload(company_id, "textbee", "X-Signature")
+def _signed_webhook(company_id: int, gateway_key: str, signature_header: str):
+    """A signed webhook: a delivery report, an incoming message, or an event that needs only a 200.
+    Returns (payload, None) once handled, or (None, the refusal)."""
+    payload, refusal = _signed_payload(company_id, gateway_key, signature_header)
     if refusal:
-        return refusal
-    gateway = get_gateway("textbee")
+        return None, refusal
+    gateway = get_gateway(gateway_key)
     try:
         report = gateway.delivery_report(payload)
         incoming = gateway.incoming_message(payload)
     except ValueError as exc:
-        return _refuse(400, str(exc), company_id, "textbee")
+        return None, _refuse(400, str(exc), company_id, gateway_key)
     if report is not None:
-        return _report(company_id, "textbee", report)
+        return payload, _report(company_id, gateway_key, report)
     if incoming is not None:
-        store_incoming(company_id, "textbee", incoming)
-    return jsonify({"ok": True})
+        store_incoming(company_id, gateway_key, incoming)
+    return payload, jsonify({"ok": True})
+
+
+@bp.post("/textbee-sms-gateway/callback/<int:company_id>/webhook")
+def textbee_webhook(company_id: int):
+    return _signed_webhook(company_id, "textbee", "X-Signature")[1]
 
 
 @bp.post("/viber-messaging/callback/<int:company_id>/webhook")
 def viber_webhook(company_id: int):
-    payload, refusal = _signed_payload(company_id, "viber", "X-Viber-Content-Signature")
-    if refusal:
-        return refusal
-    gateway = get_gateway("viber")
-    try:
-        report = gateway.delivery_report(payload)
-        incoming = gateway.incoming_message(payload)
-    except ValueError as exc:
-        return _refuse(400, str(exc), company_id, "viber")
-    if report is not None:
-        return _report(company_id, "viber", report)
-    if incoming is not None:
-        store_incoming(company_id, "viber", incoming)
-    elif gateway.unsubscribed_user(payload):
-        forget_viber_subscriber(company_id, gateway.unsubscribed_user(payload))
-    # "webhook" (the set_webhook check), subscribed, conversation_started: a 200 is all Viber needs.
-    return jsonify({"ok": True})
+    payload, response = _signed_webhook(company_id, "viber", "X-Viber-Content-Signature")
+    # "webhook" (the set_webhook check), subscribed, conversation_started: the 200 is all Viber needs.
+    leaver = payload and get_gateway("viber").unsubscribed_user(payload)
+    if leaver:
+        forget_viber_subscriber(company_id, leaver)
+    return response
 
 
 # --- Android (deprecated): the app confirms each message ------------------------------------------------
