@@ -53,15 +53,17 @@ class PeoplePage:
     pages: int
 
 
+def name_matches(words: list[str]):
+    """Every word matches the first name or the surname ("jane wanjiru" finds Jane Wanjiru)."""
+    return and_(*(or_(Person.name.ilike(f"%{w}%"), Person.surname.ilike(f"%{w}%")) for w in words))
+
+
 def _search_condition(q: str, default_region: str):
     digits = re.sub(r"\D", "", q)
     conditions = []
-    words = [w for w in q.split() if w]
+    words = q.split()
     if words:
-        # Every word must match the first name or the surname ("jane wanjiru" finds Jane Wanjiru).
-        conditions.append(
-            and_(*(or_(Person.name.ilike(f"%{w}%"), Person.surname.ilike(f"%{w}%")) for w in words))
-        )
+        conditions.append(name_matches(words))
     if len(digits) >= 3:
         candidates = {digits}
         try:

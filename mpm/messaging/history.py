@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import joinedload
 
+from mpm.customers import name_matches
 from mpm.extensions import db
 from mpm.gateways.catalog import PRIORITY
 from mpm.messaging import status
@@ -175,10 +176,7 @@ def _search_condition(company_id: int, q: str, default_region: str):
         people = select(PhoneNumber.person_id).where(
             PhoneNumber.company_id == company_id, or_(*(PhoneNumber.e164.like(f"%{p}%") for p in parts)))
     elif words:
-        people = select(Person.id).where(
-            Person.company_id == company_id,
-            *(or_(Person.name.ilike(f"%{w}%"), Person.surname.ilike(f"%{w}%")) for w in words),
-        )
+        people = select(Person.id).where(Person.company_id == company_id, name_matches(words))
     else:
         return None
     condition = _messages_of(people)
