@@ -21,28 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, seconds: float = 20) -> None:
-    import requests
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{url} did not come up")
-        time.sleep(0.1)
+from loopback import free_port, wait_for  # bench/ is the script folder, first on sys.path
 
 
 class PeakRss(threading.Thread):

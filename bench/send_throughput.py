@@ -24,26 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, seconds: float = 20) -> None:
-    import requests
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
+from loopback import free_port, wait_for  # bench/ is the script folder, first on sys.path
 
 
 def main() -> int:
@@ -71,7 +52,7 @@ def main() -> int:
     children = [subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(sim_port)], env=env, cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        wait_until_up(f"{sim_url}/healthz")
+        wait_for(f"{sim_url}/healthz")
         from sqlalchemy import func, select
 
         from mpm import create_app
