@@ -4,19 +4,13 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from conftest import csrf_token, make_person
+from conftest import csrf_token, enable_gateway, make_person
 from mpm.extensions import db
 from mpm.messaging import status
-from mpm.models import GatewaySetting, PhoneNumber, Sms, SmsEvent
+from mpm.models import PhoneNumber, Sms, SmsEvent
 from mpm.queue import HIGH, queue
 
 HX = {"HX-Request": "true"}
-
-
-def activate_gateway(company):
-    db.session.add(GatewaySetting(company_id=company.id, gateway="africastalking", enabled=True, valid=True,
-                                  callback_secret="x"))
-    db.session.commit()
 
 
 @pytest.fixture
@@ -81,7 +75,7 @@ def test_times_are_shown_in_the_company_time_zone(logged_in, company):
 
 
 def test_resend_queues_a_new_message_linked_both_ways(logged_in, company, failed_sms):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     response = logged_in.post(f"/sms/{failed_sms.id}/resend", data={"csrf_token": csrf_token(logged_in)})
     assert response.status_code == 302
     db.session.expire_all()
@@ -101,7 +95,7 @@ def test_resend_queues_a_new_message_linked_both_ways(logged_in, company, failed
 
 
 def test_resend_twice_gives_back_the_first_resend(logged_in, company, failed_sms):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     token = csrf_token(logged_in)
     first = logged_in.post(f"/sms/{failed_sms.id}/resend", data={"csrf_token": token})
     second = logged_in.post(f"/sms/{failed_sms.id}/resend", data={"csrf_token": token})
@@ -111,7 +105,7 @@ def test_resend_twice_gives_back_the_first_resend(logged_in, company, failed_sms
 
 
 def test_resend_goes_to_the_corrected_primary_number(logged_in, company, failed_sms):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     person = failed_sms.person
     person.phone_numbers[0].is_primary = False
     db.session.flush()
@@ -129,7 +123,7 @@ def test_resend_refusals_store_nothing(logged_in, company, failed_sms):
     assert response.status_code == 422
     assert "No active SMS provider" in response.get_data(as_text=True)
     # The person lost the Primary toggle since.
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     failed_sms.person.phone_numbers[0].is_primary = False
     db.session.commit()
     response = logged_in.post(f"/sms/{failed_sms.id}/resend", data={"csrf_token": token})

@@ -4,18 +4,12 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from conftest import csrf_token, make_company, make_person
+from conftest import csrf_token, enable_gateway, make_company, make_person
 from mpm.extensions import db
-from mpm.models import GatewaySetting, Sms
+from mpm.models import Sms
 from mpm.queue import HIGH, queue
 
 HX = {"HX-Request": "true"}
-
-
-def activate_gateway(company):
-    db.session.add(GatewaySetting(company_id=company.id, gateway="africastalking", enabled=True, valid=True,
-                                  callback_secret="x"))
-    db.session.commit()
 
 
 @pytest.fixture
@@ -73,7 +67,7 @@ def test_plain_page_without_javascript_carries_picks_and_search_in_the_url(logge
 
 
 def test_send_queues_for_the_reachable_and_lists_the_others_with_the_reason(logged_in, company, people):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     ids = [p.id for p in people.values()]
     response = post(logged_in, ids, "Meeting at the powerhouse on Monday")
     assert response.status_code == 200
@@ -102,7 +96,7 @@ def test_send_queues_for_the_reachable_and_lists_the_others_with_the_reason(logg
 ])
 def test_refusals_store_nothing_and_keep_what_was_typed(logged_in, company, people, case, expected):
     if case != "no_gateway":
-        activate_gateway(company)
+        enable_gateway(company, "africastalking")
     ids = {"nobody": [], "only_unreachable": [people["no_primary"].id]}.get(case, [people["customer"].id])
     body = {"empty_body": "  ", "too_long": "é" * 1000}.get(case, "Hello 😀")
     response = post(logged_in, ids, body)
@@ -120,14 +114,14 @@ def test_refusals_store_nothing_and_keep_what_was_typed(logged_in, company, peop
 
 
 def test_plain_post_renders_the_page_with_the_result(logged_in, company, people):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     response = post(logged_in, [people["agent"].id], "Please visit Kisiwa", headers={})
     text = response.get_data(as_text=True)
     assert response.status_code == 200 and "<html" in text and "1 message queued." in text
 
 
 def test_another_companys_people_are_never_recipients(logged_in, company, people):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     stranger = make_person(make_company("Other"), "Other", "Person", "+254712999999")
     assert "Other Person" not in logged_in.get("/sms/new/search?q=other", headers=HX).get_data(as_text=True)
     assert "Other Person" not in logged_in.get(f"/sms/new/recipients?add={stranger.id}", headers=HX).get_data(as_text=True)

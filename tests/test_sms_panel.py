@@ -4,18 +4,12 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from conftest import csrf_token, make_person
+from conftest import csrf_token, enable_gateway, make_person
 from mpm.extensions import db
 from mpm.messaging import status
 from mpm.models import GatewaySetting, Sms, SmsEvent
 
 HX = {"HX-Request": "true"}
-
-
-def activate_gateway(company):
-    db.session.add(GatewaySetting(company_id=company.id, gateway="africastalking", enabled=True, valid=True,
-                                  callback_secret="x"))
-    db.session.commit()
 
 
 def sms_count() -> int:
@@ -43,7 +37,7 @@ def test_panel_shows_the_number_the_sms_goes_to_and_a_live_counter(logged_in, co
 
 
 def test_send_puts_the_message_on_top_of_the_history_as_queued(logged_in, company, jane):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     older = Sms(company_id=company.id, person_id=jane.id, number="+254712345678", body="Older message",
                 status="delivered", gateway="africastalking")
     db.session.add(older)
@@ -66,7 +60,7 @@ def test_send_puts_the_message_on_top_of_the_history_as_queued(logged_in, compan
 
 
 def test_plain_form_post_redirects_back_to_the_customer_page(logged_in, company, jane):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     response = send(logged_in, jane, "Hello without JavaScript", headers={})
     assert response.status_code == 302
     assert response.headers["Location"].endswith(f"/customers/{jane.id}#sms-section")
@@ -81,7 +75,7 @@ def refusal(response) -> str:
 
 
 def test_refuses_a_customer_without_the_primary_toggle(logged_in, company):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     person = make_person(company, "Juma", "Hassan", "+254712000001", primary=False)
     page = logged_in.get(f"/customers/{person.id}").get_data(as_text=True)
     assert "no number with the Primary toggle on" in page  # said before anyone types
@@ -91,7 +85,7 @@ def test_refuses_a_customer_without_the_primary_toggle(logged_in, company):
 
 
 def test_refuses_a_customer_without_a_valid_number(logged_in, company):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     person = make_person(company, "Bad", "Number", "+2541234")
     message = refusal(send(logged_in, person, "Hello"))
     assert "is not a valid phone number" in message
@@ -101,7 +95,7 @@ def test_refuses_a_customer_without_a_valid_number(logged_in, company):
 
 
 def test_refuses_an_empty_body_and_keeps_the_panel(logged_in, company, jane):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     response = send(logged_in, jane, "   ")
     assert "body is empty" in refusal(response)
     assert response.get_data(as_text=True).lstrip().startswith('<section id="sms-section">')
@@ -109,7 +103,7 @@ def test_refuses_an_empty_body_and_keeps_the_panel(logged_in, company, jane):
 
 
 def test_refuses_a_body_above_the_maximum_segments_and_keeps_the_text(app, logged_in, company, jane):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     app.config["SMS_MAX_SEGMENTS"] = 2
     body = "x" * 307  # 3 GSM-7 segments
     response = send(logged_in, jane, body)
@@ -154,7 +148,7 @@ def test_history_shows_both_directions_with_status_gateway_and_error(logged_in, 
 
 
 def test_polling_fragment_shows_delivered_and_then_stops_polling(logged_in, company, jane):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     send(logged_in, jane, "Track me")
     db.session.expire_all()
     sms = db.session.scalar(select(Sms))
@@ -181,7 +175,7 @@ def test_plain_request_for_the_history_fragment_gets_the_whole_page(logged_in, c
 def test_another_companys_person_cannot_be_messaged(logged_in, company):
     from conftest import make_company
 
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     other = make_company("Other")
     stranger = make_person(other, "Other", "Person", "+254712999999")
     assert send(logged_in, stranger, "Hello").status_code == 404
@@ -190,7 +184,7 @@ def test_another_companys_person_cannot_be_messaged(logged_in, company):
 
 
 def test_send_needs_the_csrf_token(logged_in, company, jane):
-    activate_gateway(company)
+    enable_gateway(company, "africastalking")
     response = logged_in.post(f"/sms/people/{jane.id}/send", data={"body": "Hello"}, headers=HX)
     assert response.status_code == 400
     assert sms_count() == 0
