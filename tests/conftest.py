@@ -262,3 +262,24 @@ def enable_simulated_gateway(company: Company, simulator, key: str = "africastal
         credentials["device_id"] = DEVICE_ID
     base = simulator.url + ("/api/v1" if key == "textbee" else "")
     return enable_gateway(company, key, credentials, {"base_url": base, **(options or {})})
+
+
+@pytest.fixture
+def simulated_provider(app, company, simulator):
+    """AfricasTalking for `company`, pointed at the simulator, whose delivery reports come back over
+    HTTP to this app served on loopback, as they would from the real provider."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from mpm.gateways.registry import gateway_setting
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    enable_simulated_gateway(company, simulator)
+    secret = gateway_setting(company.id, "africastalking").callback_secret
+    simulator.register_callback(
+        "africastalking",
+        f"http://127.0.0.1:{server.server_port}/api/africas-talking/callback/{company.id}/delivery-reports?token={secret}")
+    yield simulator
+    server.shutdown()

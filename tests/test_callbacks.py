@@ -2,18 +2,16 @@
 import hashlib
 import hmac
 import json
-import threading
 import time
 
 import pytest
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from mpm.extensions import db
 from mpm.gateways.registry import gateway_setting
 from mpm.messaging import status
 from mpm.models import Person, Sms, SmsEvent
-from tests.conftest import DEFAULT_CREDENTIALS, enable_gateway, enable_simulated_gateway, make_person, run_jobs
+from tests.conftest import DEFAULT_CREDENTIALS, enable_gateway, make_person, run_jobs
 
 
 def _sent_sms(company, gateway="africastalking", provider_id="ATXid_1", number="+254712345678") -> Sms:
@@ -183,35 +181,26 @@ def test_android_confirmation_uses_the_secret_in_the_url(client, company):
 
 
 @pytest.mark.queue
-def test_simulator_reports_come_back_and_the_message_ends_delivered(app, company, simulator):
+def test_simulator_reports_come_back_and_the_message_ends_delivered(app, company, simulated_provider):
     """End to end: queued → sent (worker + simulator) → delivered (simulator's report to the live app)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        enable_simulated_gateway(company, simulator)
-        secret = gateway_setting(company.id, "africastalking").callback_secret
-        simulator.register_callback(
-            "africastalking",
-            f"http://127.0.0.1:{server.server_port}/api/africas-talking/callback/{company.id}/delivery-reports?token={secret}")
-        simulator.configure("africastalking", report_delay=0.05, undeliverable_share=0.5)
-        from mpm.messaging.send import Recipient, queue_messages
+    simulator = simulated_provider
+    simulator.configure("africastalking", report_delay=0.05, undeliverable_share=0.5)
+    from mpm.messaging.send import Recipient, queue_messages
 
-        numbers = [f"+2547120000{i:02d}" for i in range(10)]
-        queue_messages(company.id, [Recipient(number=n) for n in numbers], "Power is back")
-        run_jobs(app)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            db.session.expire_all()
-            statuses = db.session.scalars(select(Sms.status)).all()
-            if all(s in ("delivered", "failed") for s in statuses):
-                break
-            time.sleep(0.1)
-        by_number = {s.number: s.status for s in db.session.scalars(select(Sms))}
-        expected = {n: "failed" if simulator.state.undeliverable("africastalking", n) else "delivered" for n in numbers}
-        assert by_number == expected
-        assert set(expected.values()) == {"failed", "delivered"}
-    finally:
-        server.shutdown()
+    numbers = [f"+2547120000{i:02d}" for i in range(10)]
+    queue_messages(company.id, [Recipient(number=n) for n in numbers], "Power is back")
+    run_jobs(app)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        db.session.expire_all()
+        statuses = db.session.scalars(select(Sms.status)).all()
+        if all(s in ("delivered", "failed") for s in statuses):
+            break
+        time.sleep(0.1)
+    by_number = {s.number: s.status for s in db.session.scalars(select(Sms))}
+    expected = {n: "failed" if simulator.state.undeliverable("africastalking", n) else "delivered" for n in numbers}
+    assert by_number == expected
+    assert set(expected.values()) == {"failed", "delivered"}
 
 
 def test_company_id_beyond_any_database_id_is_a_403_not_a_crash(client, company):

@@ -1,57 +1,44 @@
 """Send from the customer panel, through the real queue, worker and gateway simulator, and watch the
 panel's history turn delivered without a reload."""
-import threading
 import time
 
 import pytest
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
-from conftest import csrf_token, enable_simulated_gateway, make_person, run_jobs
+from conftest import csrf_token, make_person, run_jobs
 from mpm.extensions import db
-from mpm.gateways.registry import gateway_setting
 from mpm.models import Sms
 
 HX = {"HX-Request": "true"}
 
 
 @pytest.mark.queue
-def test_panel_send_ends_delivered_in_the_polled_history(app, logged_in, company, simulator):
-    # The simulator posts its delivery report to the app over HTTP: serve the app on loopback.
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        enable_simulated_gateway(company, simulator)
-        secret = gateway_setting(company.id, "africastalking").callback_secret
-        simulator.register_callback(
-            "africastalking",
-            f"http://127.0.0.1:{server.server_port}/api/africas-talking/callback/{company.id}/delivery-reports?token={secret}")
-        simulator.configure("africastalking", report_delay=0.05)
-        person = make_person(company, "Jane", "Wanjiru", "+254712345678")
+def test_panel_send_ends_delivered_in_the_polled_history(app, logged_in, company, simulated_provider):
+    simulator = simulated_provider  # its delivery reports reach this app over HTTP
+    simulator.configure("africastalking", report_delay=0.05)
+    person = make_person(company, "Jane", "Wanjiru", "+254712345678")
 
-        sent = logged_in.post(f"/sms/people/{person.id}/send",
-                              data={"body": "Your token: 1234 5678 9012", "csrf_token": csrf_token(logged_in)},
-                              headers=HX)
-        assert sent.status_code == 200 and "status-queued" in sent.get_data(as_text=True)
-        run_jobs(app)
-        assert [r["number"] for r in simulator.received("africastalking")] == ["+254712345678"]
+    sent = logged_in.post(f"/sms/people/{person.id}/send",
+                          data={"body": "Your token: 1234 5678 9012", "csrf_token": csrf_token(logged_in)},
+                          headers=HX)
+    assert sent.status_code == 200 and "status-queued" in sent.get_data(as_text=True)
+    run_jobs(app)
+    assert [r["number"] for r in simulator.received("africastalking")] == ["+254712345678"]
 
-        url = f"/sms/people/{person.id}/history"
-        deadline = time.monotonic() + 10
-        while True:
-            fragment = logged_in.get(url, headers=HX).get_data(as_text=True)
-            if "status-delivered" in fragment or time.monotonic() > deadline:
-                break
-            assert 'hx-trigger="every 3s"' in fragment  # still polling while sent
-            time.sleep(0.1)
-        assert "status-delivered" in fragment and "africastalking" in fragment
-        assert "hx-trigger" not in fragment  # all final: polling stops
+    url = f"/sms/people/{person.id}/history"
+    deadline = time.monotonic() + 10
+    while True:
+        fragment = logged_in.get(url, headers=HX).get_data(as_text=True)
+        if "status-delivered" in fragment or time.monotonic() > deadline:
+            break
+        assert 'hx-trigger="every 3s"' in fragment  # still polling while sent
+        time.sleep(0.1)
+    assert "status-delivered" in fragment and "africastalking" in fragment
+    assert "hx-trigger" not in fragment  # all final: polling stops
 
-        db.session.expire_all()
-        sms = db.session.scalar(select(Sms))
-        detail = logged_in.get(f"/sms/{sms.id}").get_data(as_text=True)
-        assert sms.provider_message_id and sms.provider_message_id in detail
-        timeline = detail[detail.index("<h2>Timeline</h2>"):]
-        assert 'class="event-callback"' in timeline and "status-delivered" in timeline
-    finally:
-        server.shutdown()
+    db.session.expire_all()
+    sms = db.session.scalar(select(Sms))
+    detail = logged_in.get(f"/sms/{sms.id}").get_data(as_text=True)
+    assert sms.provider_message_id and sms.provider_message_id in detail
+    timeline = detail[detail.index("<h2>Timeline</h2>"):]
+    assert 'class="event-callback"' in timeline and "status-delivered" in timeline
