@@ -380,14 +380,6 @@ def _parse(key: str, form: Mapping, stored: _Stored) -> tuple[dict, dict, list[s
     return values, errors, typed
 
 
-def _scrubbed(message: str, secrets: dict) -> str:
-    """A provider or a library may echo what it was sent; never let a secret through."""
-    for value in secrets.values():
-        if isinstance(value, str) and len(value) >= 4 and value in message:
-            message = message.replace(value, vault.masked(value))
-    return message[:500]
-
-
 def _check(setting: GatewaySetting, credentials: dict, options: dict) -> CredentialCheck:
     key = setting.gateway
     config = GatewayConfig(
@@ -401,7 +393,7 @@ def _check(setting: GatewaySetting, credentials: dict, options: dict) -> Credent
     except requests.RequestException as exc:
         # Gateways answer network trouble themselves; this only keeps a stray one from being a 500.
         result = CredentialCheck(False, f"{SHORT_LABELS[key]} could not be reached ({type(exc).__name__}).")
-    return CredentialCheck(bool(result.ok), _scrubbed(result.message or "", secrets))
+    return CredentialCheck(bool(result.ok), vault.scrub(result.message or "", secrets)[:500])
 
 
 def save_settings(company_id: int, key: str, form: Mapping, user_id: int | None) -> SettingsForm:

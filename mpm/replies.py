@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages
 from mpm.models import AuditEntry, Company, Person, Sms
 from mpm.models.base import utcnow
@@ -88,7 +88,7 @@ def act_on_incoming(sms: Sms) -> None:
 
 
 def _note(sms: Sms, detail: str) -> None:
-    status.log_event(sms, "note", detail)
+    ledger.note(sms.company_id, sms.id, detail)
     db.session.commit()
 
 

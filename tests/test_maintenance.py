@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 from conftest import csrf_token, enable_gateway, make_company, make_person, run_jobs
 from mpm import maintenance
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.models import MaintenanceTicket, Sms, TicketComment
 
 
@@ -106,7 +106,7 @@ def test_pages_list_detail_and_polling(logged_in, company, people):
     assert "every 3s" in logged_in.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
     for sms in sms_of(ticket.id):
         for step in (status.SENDING, status.SENT, status.FAILED):
-            status.move(sms, step, "Blacklisted")
+            ledger.move(sms.company_id, [sms.id], step, "Blacklisted")
     db.session.commit()
     fragment = logged_in.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert fragment.count("status-failed") == 2 and "Blacklisted" in fragment and "every 3s" not in fragment

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from conftest import csrf_token, enable_gateway, make_person
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.models import PhoneNumber, Sms, SmsEvent
 from mpm.queue import HIGH, queue
 
@@ -20,11 +20,11 @@ def failed_sms(company):
               encoding="UCS-2", segments=1, status="queued", cost="KES 0.8000")
     db.session.add(sms)
     db.session.flush()
-    status.log_event(sms, "status", "queued (manual)", status.QUEUED)
-    status.move(sms, status.SENDING, "batch of 1")
-    status.log_event(sms, "attempt", "HTTP 500 Internal Server Error", None, "africastalking")
-    status.log_event(sms, "attempt", "Status: InvalidPhoneNumber (403)", None, "textbee")
-    status.move(sms, status.FAILED, "textbee: InvalidPhoneNumber", "textbee")
+    ledger.note(sms.company_id, sms.id, "queued (manual)", kind="status", new_status=status.QUEUED)
+    ledger.move(sms.company_id, [sms.id], status.SENDING, "batch of 1")
+    ledger.note(sms.company_id, sms.id, "HTTP 500 Internal Server Error", kind="attempt", gateway="africastalking")
+    ledger.note(sms.company_id, sms.id, "Status: InvalidPhoneNumber (403)", kind="attempt", gateway="textbee")
+    ledger.move(sms.company_id, [sms.id], status.FAILED, "textbee: InvalidPhoneNumber", gateway="textbee")
     db.session.commit()
     return sms
 
@@ -55,7 +55,7 @@ def test_detail_polls_while_in_flight_and_htmx_gets_the_fragment(logged_in, comp
     fragment = logged_in.get(f"/sms/{sms.id}", headers=HX).get_data(as_text=True)
     assert fragment.lstrip().startswith('<div id="sms-detail"') and 'hx-trigger="every 3s"' in fragment
     assert "Resend</button>" not in fragment  # only failed or expired messages are resent
-    status.move(sms, status.DELIVERED, "delivered", "africastalking", kind="callback")
+    ledger.move(sms.company_id, [sms.id], status.DELIVERED, "delivered", gateway="africastalking", kind="callback")
     db.session.commit()
     fragment = logged_in.get(f"/sms/{sms.id}", headers=HX).get_data(as_text=True)
     assert "status-delivered" in fragment and "hx-trigger" not in fragment

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from conftest import csrf_token, enable_gateway, make_person
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.models import GatewaySetting, Sms, SmsEvent
 
 HX = {"HX-Request": "true"}
@@ -156,11 +156,12 @@ def test_polling_fragment_shows_delivered_and_then_stops_polling(logged_in, comp
     first = logged_in.get(url, headers=HX).get_data(as_text=True)
     assert first.lstrip().startswith('<div id="person-sms-history"')
     assert 'hx-trigger="every 3s"' in first and "status-queued" in first
-    status.move(sms, status.SENT, "accepted", "africastalking")
+    ledger.move(sms.company_id, [sms.id], status.SENT, "accepted", gateway="africastalking")
     db.session.commit()
     second = logged_in.get(url, headers=HX).get_data(as_text=True)
     assert "status-sent" in second and 'hx-trigger="every 3s"' in second
-    status.move(sms, status.DELIVERED, "DeliveryReport Success", "africastalking", kind="callback")
+    ledger.move(sms.company_id, [sms.id], status.DELIVERED, "DeliveryReport Success", gateway="africastalking",
+                kind="callback")
     db.session.commit()
     third = logged_in.get(url, headers=HX).get_data(as_text=True)
     assert "status-delivered" in third

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from conftest import csrf_token, enable_gateway, make_company, make_person, run_jobs
 from mpm import transactions
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.models import Sms, Transaction
 
 
@@ -87,8 +87,8 @@ def test_list_shows_transactions_with_sms_status_and_search(logged_in, company, 
     first, _ = record(company, customer_id=customer.id, amount=100, provider_reference="AAA111")
     record(company, customer_id=other.id, amount=200, provider_reference="BBB222")
     sms = transactions.confirmations(company.id, [first.id])[first.id]
-    status.move(sms, status.SENDING)
-    status.move(sms, status.SENT)
+    ledger.move(sms.company_id, [sms.id], status.SENDING)
+    ledger.move(sms.company_id, [sms.id], status.SENT)
     db.session.commit()
     page = logged_in.get("/transactions/").get_data(as_text=True)
     assert "2 transactions" in page and "Amina Otieno" in page and "Baraka Mwangi" in page
@@ -104,7 +104,7 @@ def test_detail_fragment_shows_live_status_and_stops_polling_when_final(logged_i
     url = f"/transactions/{transaction.id}/sms"
     assert 'hx-trigger="every 3s"' in logged_in.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
     for step in (status.SENDING, status.SENT, status.DELIVERED):
-        status.move(sms, step)
+        ledger.move(sms.company_id, [sms.id], step)
     db.session.commit()
     fragment = logged_in.get(url, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert '<span class="status status-delivered">delivered</span>' in fragment

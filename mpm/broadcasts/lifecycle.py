@@ -8,17 +8,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import DateTime, String, cast, insert, literal, select, update
+from sqlalchemy import select, update
 from rq import Retry
 
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, schedule
 from mpm.broadcasts.audience import Audience, AudienceCounts
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
-from mpm.models import AuditEntry, Broadcast, Company, Sms, SmsEvent
+from mpm.models import AuditEntry, Broadcast, Company, Sms
 from mpm.models.base import utcnow
 from mpm.queue import BULK, queue
 
@@ -281,16 +281,10 @@ def cancel(company_id: int, broadcast_id: int, user_id: int | None, now: datetim
     if not _move_state(broadcast, ("draft", "scheduled", "sending", "paused"), "cancelled", finished_at=now):
         db.session.rollback()
         raise BroadcastRefused(f"This broadcast is already {broadcast.state}.")
-    db.session.execute(
-        update(Sms).where(Sms.company_id == company_id, Sms.broadcast_id == broadcast.id,
-                          Sms.status == status.QUEUED)
-        .values(status=status.CANCELLED, updated_at=now).execution_options(synchronize_session=False))
-    db.session.execute(insert(SmsEvent).from_select(
-        ["company_id", "sms_id", "kind", "status", "detail", "created_at"],
-        select(Sms.company_id, Sms.id, cast(literal("status"), String), cast(literal(status.CANCELLED), String),
-               cast(literal("broadcast cancelled before this message was sent"), String),
-               literal(now, DateTime(timezone=True)))
-        .where(Sms.company_id == company_id, Sms.broadcast_id == broadcast.id, Sms.status == status.CANCELLED)))
+    queued = db.session.scalars(select(Sms.id).where(
+        Sms.company_id == company_id, Sms.broadcast_id == broadcast.id, Sms.status == status.QUEUED)).all()
+    ledger.move(company_id, queued, status.CANCELLED, "broadcast cancelled before this message was sent",
+                sources=(status.QUEUED,))
     _audit(broadcast, user_id, "broadcast.cancelled")
     db.session.commit()
     db.session.refresh(broadcast)

@@ -36,3 +36,12 @@ def masked(value: str | None) -> str:
     if not value:
         return ""
     return "•" * 8 + value[-4:] if len(value) > 4 else "•" * len(value)
+
+
+def scrub(text: str, secrets: dict) -> str:
+    """Provider text with every secret value masked: a provider or a library may echo what it was
+    sent, and such text is stored, shown and exported. The one masking of provider text."""
+    for value in secrets.values():
+        if isinstance(value, str) and len(value) >= 4 and value in text:
+            text = text.replace(value, masked(value))
+    return text

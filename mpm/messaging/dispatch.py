@@ -30,7 +30,7 @@ from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, OutboundMessage
 from mpm.gateways.catalog import GATEWAY_LABELS
 from mpm.gateways.credentials import UnreadableCredentials
 from mpm.gateways.registry import active_gateway_settings, config_for, get_gateway
-from mpm.messaging import ratelimit, status
+from mpm.messaging import ledger, ratelimit, status
 from mpm.models import Broadcast, Person, Sms, SmsEvent
 from mpm.models.base import utcnow
 from mpm.queue import queue
@@ -224,11 +224,8 @@ def _defer(messages: list[_Claimed], ledger: _Ledger, pending: dict[int, _Claime
 
 
 def _expire(company_id: int, sms_ids: list[int], now) -> int:
-    expired = db.session.scalars(select(Sms).where(
-        Sms.company_id == company_id, Sms.id.in_(sms_ids), Sms.status == status.QUEUED,
-        Sms.expires_at.is_not(None), Sms.expires_at <= now)).all()
-    for sms in expired:
-        status.move(sms, status.EXPIRED, "its validity period passed before it could be sent")
+    expired = ledger.move(company_id, sms_ids, status.EXPIRED, "its validity period passed before it could be sent",
+                          sources=(status.QUEUED,), where=Sms.expires_at.is_not(None) & (Sms.expires_at <= now))
     if expired:
         db.session.commit()
     return len(expired)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from mpm.customers import name_matches
 from mpm.extensions import db
 from mpm.gateways.catalog import PRIORITY
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import Recipient, SmsRefused, check_body, queue_messages, recipient_for_person
 from mpm.models import Company, Person, PhoneNumber, Sms, User
@@ -462,7 +462,7 @@ def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> S
     [new] = queue_messages(company_id, [recipient], original.body, trigger="resend", trigger_id=original.id,
                            dedupe_key=dedupe_key, sender_user_id=sender_user_id, lane=HIGH)
     if already is None:
-        status.log_event(original, "note", f"resent as message #{new.id}")
-        status.log_event(new, "note", f"resend of message #{original.id}")
+        ledger.note(company_id, original.id, f"resent as message #{new.id}")
+        ledger.note(company_id, new.id, f"resend of message #{original.id}")
         db.session.commit()
     return new

@@ -3,7 +3,7 @@ from sqlalchemy import select
 
 from mpm.extensions import db
 from mpm.gateways.base import IncomingMessage
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.models import Company, Person, PhoneNumber, Sms
 from mpm.phones import InvalidPhoneNumber, to_e164
 
@@ -28,7 +28,8 @@ def store_incoming(company_id: int, gateway: str, message: IncomingMessage) -> S
               provider_message_id=message.provider_message_id or None, trigger="reply", lane="high")
     db.session.add(sms)
     db.session.flush()
-    status.log_event(sms, "callback", f"received through {gateway}", status.RECEIVED, gateway)
+    ledger.note(company_id, sms.id, f"received through {gateway}", kind="callback", gateway=gateway,
+                new_status=status.RECEIVED)
     db.session.commit()
 
     from mpm.replies import act_on_incoming

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from mpm.extensions import db
 from mpm.gateways.registry import active_gateway_keys
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo, analyse
 from mpm.models import Person, Sms
 from mpm.phones import is_valid_e164
@@ -110,8 +110,7 @@ def queue_messages(
     ]
     db.session.add_all(messages)
     db.session.flush()
-    for sms in messages:
-        status.log_event(sms, "status", f"queued ({trigger})", status.QUEUED)
+    ledger.record_stored(messages, f"queued ({trigger})")
     db.session.commit()
     enqueue_batches(company_id, [m.id for m in messages], lane)
     return messages

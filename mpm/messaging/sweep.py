@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from mpm.extensions import db
-from mpm.messaging import status
+from mpm.messaging import ledger, status
 from mpm.models import Broadcast, Sms
 from mpm.models.base import utcnow
 from mpm.queue import queue
@@ -47,14 +47,19 @@ def sweep_lost_messages(now=None) -> dict:
         db.session.execute(update(Sms).where(Sms.id.in_([row[0] for row in lost]))
                            .values(next_attempt_at=now).execution_options(synchronize_session=False))
 
-    abandoned = db.session.scalars(
-        select(Sms).where(Sms.direction == "outbound", Sms.status == status.SENDING, Sms.updated_at <= now - stuck)
+    abandoned = db.session.execute(
+        select(Sms.id, Sms.company_id).where(Sms.direction == "outbound", Sms.status == status.SENDING,
+                                             Sms.updated_at <= now - stuck)
         .limit(1_000)
     ).all()
-    for sms in abandoned:
-        status.move(sms, status.FAILED,
+    by_company: dict[int, list[int]] = defaultdict(list)
+    for sms_id, company_id in abandoned:
+        by_company[company_id].append(sms_id)
+    for company_id, ids in by_company.items():
+        ledger.move(company_id, ids, status.FAILED,
                     "the worker stopped while handing this message to the gateway; it was not sent again because "
-                    "the gateway may have taken it. Check with the recipient before resending.")
+                    "the gateway may have taken it. Check with the recipient before resending.",
+                    sources=(status.SENDING,))
     db.session.commit()
     for (company_id, lane), ids in groups.items():
         q = queue(lane)
