@@ -215,8 +215,10 @@ class RunningSimulator:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def configure(self, gateway: str, **settings) -> None:
-        """e.g. configure("africastalking", mode="5xx"); modes ok / timeout / 5xx / auth; also
-        timeout_seconds, undeliverable_share, rejected_numbers, report_delay."""
+        """e.g. configure("africastalking", mode="5xx"); the keys of POST /_simulator/config
+        (README, "Gateway simulator"): modes ok / timeout / 5xx / auth / late_accept / reset_after_accept,
+        timeout_seconds, answer_delay, undeliverable_share, rejected_numbers, report_delay,
+        report_duplicates, report_shuffle, outage."""
         import requests
 
         requests.post(f"{self.url}/_simulator/config", json={"gateway": gateway, **settings}, timeout=5).raise_for_status()
