@@ -3,20 +3,28 @@
 so the next chunk waits behind this chunk's batches in the bulk lane, and a pause or cancel
 takes effect between chunks.
 
+Survives kills: a running job holds the broadcast's fan-out lease (renewed per chunk); when its
+worker dies the lease expires, and the sweep (resume_stalled_fanouts) starts the chain again
+from the stored resume point.
+
 Exactly once: the chunk's rows and the new resume point (expanded_through_person_id) are
 committed in one transaction, and that transaction only goes through if the resume point is
 still the one this job started from and the broadcast is still sending. A job killed
 mid-way, retried, or running twice never inserts a person twice. Rows committed but never
 handed to RQ (the worker died in between) are enqueued by the next run."""
+import logging
 import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import DateTime, String, cast, insert, literal, select, update
+from rq import get_current_job
+from sqlalchemy import DateTime, String, cast, insert, literal, or_, select, update
+
+from mpm import leases
 
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, progress, schedule
-from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout
+from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout, next_job_waiting, record_next_job, superseded
 from mpm.extensions import db
 from mpm.messaging import status
 from mpm.messaging.encoding import analyse
@@ -28,9 +36,27 @@ from mpm.queue import BULK, queue
 DONE_CHECK_JOB = "mpm.broadcasts.fanout.check_done"
 DONE_CHECK_EVERY = timedelta(seconds=30)
 EXPIRED_REASON = "validity period of the broadcast ended before it could be sent"
+# Far longer than one chunk takes; short enough that the sweep resumes a killed fan-out within 2 minutes.
+LEASE_SECONDS = 45
+
+log = logging.getLogger(__name__)
+
+
+def _lease(broadcast_id: int) -> str:
+    return f"broadcast:{broadcast_id}"
 
 
 def run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
+    if superseded(broadcast_id, get_current_job()):
+        return "superseded"
+    leases.hold(_lease(broadcast_id), LEASE_SECONDS)
+    try:
+        return _run_broadcast(broadcast_id, now)
+    finally:
+        leases.release(_lease(broadcast_id))
+
+
+def _run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
     now = now or utcnow()
     broadcast = db.session.get(Broadcast, broadcast_id)
     if broadcast is None or broadcast.state not in ACTIVE:
@@ -62,6 +88,7 @@ def run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
     result = expand_chunk(broadcast, expired=deadline is not None and now >= deadline, now=now)
     if result is None:
         return "stopped"
+    leases.hold(_lease(broadcast_id), LEASE_SECONDS)
     enqueue_unsent(broadcast)
     if broadcast.fanout_finished_at is not None:
         _check_done_later(broadcast, now=True)
@@ -151,16 +178,50 @@ def enqueue_unsent(broadcast: Broadcast) -> int:
 def _check_done_later(broadcast: Broadcast, now: bool = False) -> None:
     q = queue(BULK)
     if now:  # FIFO: runs after the batches just enqueued have been taken
-        q.enqueue(DONE_CHECK_JOB, broadcast.id)
+        job = q.enqueue(DONE_CHECK_JOB, broadcast.id)
     else:
-        q.enqueue_in(DONE_CHECK_EVERY, DONE_CHECK_JOB, broadcast.id)
+        job = q.enqueue_in(DONE_CHECK_EVERY, DONE_CHECK_JOB, broadcast.id)
+    record_next_job(broadcast.id, job)
 
 
 def check_done(broadcast_id: int) -> str:
+    if superseded(broadcast_id, get_current_job()):
+        return "superseded"
     broadcast = db.session.get(Broadcast, broadcast_id)
     if broadcast is None:
         return "gone"
-    progress.settle(broadcast)
-    if broadcast.state == "sending":
-        _check_done_later(broadcast)  # retries or slow gateways: look again later
+    leases.hold(_lease(broadcast_id), LEASE_SECONDS)
+    try:
+        progress.settle(broadcast)
+        if broadcast.state == "sending":
+            _check_done_later(broadcast)  # retries or slow gateways: look again later
+    finally:
+        leases.release(_lease(broadcast_id))
     return broadcast.state
+
+
+def resume_stalled_fanouts(now: datetime | None = None) -> list[int]:
+    """Start the job chain again for every sending broadcast that nobody works on (no lease) and
+    whose next job is not waiting in the queue: its worker died mid-job, or its retries ran out.
+    The fan-out goes on from the stored resume point (expand_chunk never inserts anyone twice);
+    a broadcast whose fan-out is finished gets its done check back. Returns the broadcast ids."""
+    now = now or utcnow()
+    candidates = db.session.scalars(
+        select(Broadcast).where(Broadcast.state == "sending",
+                                or_(Broadcast.waiting_until.is_(None), Broadcast.waiting_until <= now))
+        .order_by(Broadcast.id)).all()
+    resumed = []
+    for broadcast in candidates:
+        # Job status before lease: a job that starts after its status was read counts as waiting.
+        # (One that started just before may not hold its lease yet: the duplicate chain this
+        # starts stops at its first job, which finds itself superseded.)
+        if next_job_waiting(broadcast.id) or leases.held(_lease(broadcast.id)):
+            continue
+        if broadcast.fanout_finished_at is None:
+            log.warning("broadcast #%s: fan-out job lost, resuming after person #%s",
+                        broadcast.id, broadcast.expanded_through_person_id)
+            enqueue_fanout(broadcast)
+        else:
+            _check_done_later(broadcast, now=True)
+        resumed.append(broadcast.id)
+    return resumed

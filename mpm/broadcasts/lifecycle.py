@@ -10,6 +10,8 @@ from decimal import Decimal
 from flask import current_app
 from sqlalchemy import select, update
 from rq import Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, schedule
@@ -20,7 +22,7 @@ from mpm.messaging.encoding import BodyInfo
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
 from mpm.models import AuditEntry, Broadcast, Company, Sms
 from mpm.models.base import utcnow
-from mpm.queue import BULK, queue
+from mpm.queue import BULK, queue, redis_connection
 
 DEFAULT_PRICE_PER_SEGMENT = Decimal("0.80")
 DEFAULT_VALIDITY_HOURS = 24
@@ -209,9 +211,43 @@ def enqueue_fanout(broadcast: Broadcast, at: datetime | None = None) -> None:
     retry = Retry(max=3, interval=[10, 60, 300])
     q = queue(BULK)
     if at is not None:
-        q.enqueue_at(at, FANOUT_JOB, broadcast.id, retry=retry)
+        job = q.enqueue_at(at, FANOUT_JOB, broadcast.id, retry=retry)
     else:
-        q.enqueue(FANOUT_JOB, broadcast.id, retry=retry)
+        job = q.enqueue(FANOUT_JOB, broadcast.id, retry=retry)
+    record_next_job(broadcast.id, job)
+
+
+# A broadcast moves on through one chain of jobs (fan-out chunks, then done checks), each
+# enqueueing the next. The chain's next job is recorded, so the sweep can tell a broadcast whose
+# job waits in the queue from one whose job died with its worker, and so a stray duplicate job
+# (a resume that raced a live job) ends its chain instead of running beside it.
+_NEXT_JOB = "mpm:broadcast:next-job:"
+_NEXT_JOB_TTL = (MAX_VALIDITY_HOURS + 24) * 3600
+_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+
+
+def record_next_job(broadcast_id: int, job: Job) -> None:
+    redis_connection().set(_NEXT_JOB + str(broadcast_id), job.id, ex=_NEXT_JOB_TTL)
+
+
+def next_job_waiting(broadcast_id: int) -> bool:
+    """True while the broadcast's next job sits in the queue (or waits for its time or a retry)."""
+    connection = redis_connection()
+    job_id = connection.get(_NEXT_JOB + str(broadcast_id))
+    if job_id is None:
+        return False
+    try:
+        return Job.fetch(job_id.decode(), connection=connection).get_status() in _WAITING
+    except NoSuchJobError:
+        return False
+
+
+def superseded(broadcast_id: int, job: Job | None) -> bool:
+    """True when `job` is no longer the broadcast's recorded next job (a newer chain took over)."""
+    if job is None:  # called directly, not from a worker
+        return False
+    recorded = redis_connection().get(_NEXT_JOB + str(broadcast_id))
+    return recorded is not None and recorded.decode() != job.id
 
 
 def _get(company_id: int, broadcast_id: int) -> Broadcast:

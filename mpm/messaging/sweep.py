@@ -5,6 +5,8 @@ RQ job is scheduled; if Redis lost the job, the due time is still here:
 - `queued` and due for longer than the grace period, or never picked up for that long (unless its
   broadcast is paused: resuming hands those over) → enqueued again (next_attempt_at set to now, so each message is re-enqueued at most once per grace period;
   a duplicate job is harmless: the claim in dispatch lets only one run send);
+- a sending broadcast whose job chain died with its worker (no fan-out lease, no job waiting) →
+  its fan-out is resumed from the stored resume point (mpm.broadcasts.fanout.resume_stalled_fanouts);
 - `sending` for longer than SMS_STUCK_SENDING_MINUTES (the worker died mid-call) → failed, not
   resent: the provider may have taken it, and a double send is worse than a visible failure.
 """
@@ -14,6 +16,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
+from mpm.broadcasts.fanout import resume_stalled_fanouts
 from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.models import Broadcast, Sms
@@ -65,4 +68,5 @@ def sweep_lost_messages(now=None) -> dict:
         q = queue(lane)
         for start in range(0, len(ids), batch):
             q.enqueue(DISPATCH_JOB, company_id, ids[start:start + batch])
-    return {"requeued": len(lost), "failed_stuck": len(abandoned)}
+    resumed = resume_stalled_fanouts(now)
+    return {"requeued": len(lost), "failed_stuck": len(abandoned), "broadcasts_resumed": len(resumed)}
