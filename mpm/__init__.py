@@ -59,9 +59,9 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 
 
 def register_blueprints(app: Flask) -> None:
-    from mpm.blueprints import ALL_BLUEPRINTS
+    from mpm.blueprints import all_blueprints
 
-    for blueprint in ALL_BLUEPRINTS:
+    for blueprint in all_blueprints():
         app.register_blueprint(blueprint)
 
 

@@ -39,7 +39,7 @@ def _enabled_plugin_links() -> list[dict]:
     from sqlalchemy import select
 
     from mpm.extensions import db
-    from mpm.gateways.catalog import GATEWAY_LABELS, PRIORITY
+    from mpm.plugins import gateway_labels
     from mpm.models import GatewaySetting
 
     enabled = set(
@@ -49,4 +49,4 @@ def _enabled_plugin_links() -> list[dict]:
             )
         )
     )
-    return [_link(GATEWAY_LABELS[key], "plugins.overview", {"gateway": key}) for key in PRIORITY if key in enabled]
+    return [_link(label, "plugins.overview", {"gateway": key}) for key, label in gateway_labels() if key in enabled]

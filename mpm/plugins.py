@@ -10,82 +10,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
-from flask import current_app
 from sqlalchemy import func, select
 
+from mpm import credentials as vault
+from mpm.audit import audit
 from mpm.extensions import db
-from mpm.gateways import credentials as vault
-from mpm.gateways import registry
-from mpm.gateways.base import CredentialCheck, GatewayConfig
-from mpm.gateways.catalog import GATEWAY_LABELS, PRIORITY
+from mpm.gateway_settings import callback_urls, config_with, gateway_setting, settings_by_key
+from mpm.gateways.base import CredentialCheck, SettingField
+from mpm.gateways.registry import all_gateways, get_gateway
 from mpm.messaging import status
 from mpm.messaging.send import NO_ACTIVE_PROVIDER, Recipient, queue_messages
 from mpm.models import AuditEntry, Company, GatewaySetting, Sms
 from mpm.models.base import utcnow
 from mpm.phones import to_e164
 
-SHORT_LABELS = {"africastalking": "AfricasTalking", "textbee": "TextBee", "viber": "Viber", "android": "Android"}
-PRIORITY_TEXT = "AfricasTalking → TextBee → Viber (only for Viber users) → Android"
-DEPRECATED = frozenset({"android"})
 AUDIT_PREFIX = "plugin."
 TEST_SMS_BODY = "Test message from {company} (MPM Messaging). If you can read this, SMS sending works."
 
 
-@dataclass(frozen=True)
-class Field:
-    name: str
-    label: str
-    secret: bool = False  # encrypted at rest, shown masked, kept when left empty on save
-    required: bool = False
-    kind: str = "text"  # text / choice / int / number
-    choices: tuple[str, ...] = ()
-    default: object = None
-    help: str = ""
-
-    @property
-    def label_in_sentence(self) -> str:
-        # "API key" and "FCM server key" keep their capitals; "Device ID" becomes "device ID".
-        return self.label if self.label[:2].isupper() else self.label[0].lower() + self.label[1:]
-
-
-_SEND_RATE = Field("send_rate", "Send rate (messages per second)", kind="number",
-                   help="Optional. Leave empty for the gateway's default pace.")
-
-# Which of these the gateway keeps in its encrypted credentials and which in its plain options is
-# the gateway module's call (`credential_fields`); `secret` only decides what is shown masked.
-FIELDS: dict[str, tuple[Field, ...]] = {
-    "africastalking": (
-        Field("username", "Username", required=True, help="Your AfricasTalking app's username (“sandbox” in the sandbox)."),
-        Field("api_key", "API key", secret=True, required=True, help="AfricasTalking dashboard → Settings → API Key."),
-        Field("sender_id", "Short code / sender ID",
-              help="Optional. Leave empty to send from AfricasTalking's shared sender."),
-        Field("environment", "Environment", kind="choice", choices=("live", "sandbox"), default="live"),
-        _SEND_RATE,
-    ),
-    "textbee": (
-        Field("api_key", "API key", secret=True, required=True, help="textbee.dev dashboard → API Settings."),
-        Field("device_id", "Device ID", required=True, help="The id of the Android phone registered in TextBee."),
-        Field("webhook_secret", "Webhook signing secret", secret=True,
-              help="The signing secret of the webhook you create in TextBee; without it delivery reports are refused."),
-        Field("daily_quota", "Daily quota (messages)", kind="int", default=50, help="Your TextBee plan's daily limit."),
-        Field("monthly_quota", "Monthly quota (messages)", kind="int", default=300,
-              help="Your TextBee plan's monthly limit."),
-        _SEND_RATE,
-    ),
-    "viber": (
-        Field("auth_token", "Bot authentication token", secret=True, required=True,
-              help="Viber admin panel → your bot → its token."),
-        Field("sender_name", "Sender name", help="The name customers see, at most 28 characters (empty: “MPM”)."),
-        _SEND_RATE,
-    ),
-    "android": (
-        Field("fcm_server_key", "FCM server key", secret=True, required=True,
-              help="The Firebase Cloud Messaging server key of the project the old Android app is built with."),
-        Field("device_token", "Device token", secret=True, required=True,
-              help="The FCM registration token the Android app shows."),
-        _SEND_RATE,
-    ),
-}
+def priority_text() -> str:
+    """The sending order in words, e.g. "AfricasTalking → TextBee → Viber (only for Viber users) → Android"."""
+    return " → ".join(g.short_label + (f" (only for {g.short_label} users)" if g.reaches_only else "")
+                      for g in all_gateways())
 
 
 class UnknownPlugin(LookupError):
@@ -93,9 +39,20 @@ class UnknownPlugin(LookupError):
 
 
 def check_key(key: str) -> str:
-    if key not in PRIORITY:
-        raise UnknownPlugin(key)
+    try:
+        get_gateway(key)
+    except KeyError:
+        raise UnknownPlugin(key) from None
     return key
+
+
+def gateway_labels() -> list[tuple[str, str]]:
+    """(key, label) of every gateway, in priority order."""
+    return [(g.key, g.label) for g in all_gateways()]
+
+
+def short_label(key: str) -> str:
+    return get_gateway(check_key(key)).short_label
 
 
 # ---------------------------------------------------------------- state and the priority rule
@@ -104,7 +61,9 @@ def check_key(key: str) -> str:
 class PluginState:
     key: str
     label: str
+    short_label: str
     position: int  # 1-based place in the priority order
+    reaches_only: str = ""  # "" when it reaches any number; else whom it reaches (Viber: its bot's subscribers)
     enabled: bool = False
     valid: bool = False
     configured: bool = False  # credentials were saved at some point
@@ -115,10 +74,6 @@ class PluginState:
     @property
     def usable(self) -> bool:
         return self.enabled and self.valid
-
-    @property
-    def short_label(self) -> str:
-        return SHORT_LABELS[self.key]
 
     @property
     def state(self) -> str:
@@ -145,7 +100,7 @@ class Selection:
 
     plugins: list[PluginState]
     sms_gateway: str | None  # first usable gateway that reaches any number (Viber does not)
-    viber_gateway: str | None  # first usable gateway for people subscribed to the Viber bot
+    viber_gateway: str | None  # first usable gateway for the people a gateway like Viber reaches (its subscribers)
 
     @property
     def no_active_provider(self) -> bool:
@@ -159,28 +114,36 @@ class Selection:
         for plugin in self.plugins:
             if plugin.key == key:
                 break
-            if plugin.key != "viber" and not plugin.usable:
+            if not plugin.reaches_only and not plugin.usable:
                 reasons.append(plugin.why_not_usable)
         return reasons
+
+    @property
+    def _subscribers_first(self) -> PluginState | None:
+        """The usable gateway that reaches only its subscribers (Viber), when it comes first for them."""
+        plugin = self.state_of(self.viber_gateway) if self.viber_gateway else None
+        return plugin if plugin is not None and plugin.reaches_only else None
 
     @property
     def summary(self) -> str:
         """The one sentence at the top of Settings → Plugins."""
         if self.no_active_provider:
             return (f"{NO_ACTIVE_PROVIDER}: no gateway is enabled with valid credentials, so no SMS can be sent. "
-                    f"Messages go through the first active gateway in this order: {PRIORITY_TEXT}.")
+                    f"Messages go through the first active gateway in this order: {priority_text()}.")
         if self.sms_gateway is None:
-            return (f"{NO_ACTIVE_PROVIDER} for SMS: only Viber is active, so only people subscribed to the Viber bot "
-                    "receive messages. Enable AfricasTalking or TextBee to reach everyone else.")
+            only = self.state_of(self.viber_gateway)
+            everyone = " or ".join(p.short_label for p in self.plugins if not p.reaches_only and not p.deprecated)
+            return (f"{NO_ACTIVE_PROVIDER} for SMS: only {only.short_label} is active, so only {only.reaches_only} "
+                    f"receive messages. Enable {everyone} to reach everyone else.")
         reasons = self._skipped_before(self.sms_gateway)
-        sentence = f"{SHORT_LABELS[self.sms_gateway]} is used now"
+        sentence = f"{self.state_of(self.sms_gateway).short_label} is used now"
         if reasons:
             sentence = f"{'; '.join(reasons)}, so {sentence}"
             sentence = sentence[0].upper() + sentence[1:]
-        if self.viber_gateway == "viber":
-            sentence += " (Viber for people subscribed to the Viber bot)"
+        if self._subscribers_first:
+            sentence += f" ({self._subscribers_first.short_label} for {self._subscribers_first.reaches_only})"
         position = self.state_of(self.sms_gateway).position
-        fallbacks = [p.short_label + (" (for Viber users)" if p.key == "viber" else "")
+        fallbacks = [p.short_label + (f" (for {p.short_label} users)" if p.reaches_only else "")
                      for p in self.plugins if p.usable and p.position > position]
         if fallbacks:
             sentence += f"; when it fails, {' then '.join(fallbacks)} take{'s' if len(fallbacks) == 1 else ''} over"
@@ -190,40 +153,39 @@ class Selection:
         """Whether `key` is the gateway used now, and why (the Overview page)."""
         plugin = self.state_of(key)
         label = plugin.short_label
+        sms_label = self.state_of(self.sms_gateway).short_label if self.sms_gateway else ""
         if not plugin.usable:
             if self.sms_gateway:
-                now = f"{SHORT_LABELS[self.sms_gateway]} is used instead"
+                now = f"{sms_label} is used instead"
             elif self.viber_gateway:
-                now = f"Only Viber is active, for people subscribed to the Viber bot; for everyone else: {NO_ACTIVE_PROVIDER}"
+                only = self.state_of(self.viber_gateway)
+                now = f"Only {only.short_label} is active, for {only.reaches_only}; for everyone else: {NO_ACTIVE_PROVIDER}"
             else:
                 now = NO_ACTIVE_PROVIDER
             return f"Not used: {plugin.why_not_usable}. {now}."
         if key == self.sms_gateway:
             reasons = self._skipped_before(key)
-            except_viber = " (people subscribed to the Viber bot get Viber messages)" if self.viber_gateway == "viber" else ""
+            first = self._subscribers_first
+            except_them = f" ({first.reaches_only} get {first.short_label} messages)" if first else ""
             if reasons:
-                return f"Used now: {'; '.join(reasons)}, so every SMS goes through {label}{except_viber}."
+                return f"Used now: {'; '.join(reasons)}, so every SMS goes through {label}{except_them}."
             return (f"Used now: {label} is first in the priority order among the active gateways, "
-                    f"so every SMS goes through it{except_viber}.")
-        if key == "viber":
-            if self.viber_gateway == "viber":
-                rest = (f"everyone else gets SMS through {SHORT_LABELS[self.sms_gateway]}" if self.sms_gateway
+                    f"so every SMS goes through it{except_them}.")
+        if plugin.reaches_only:
+            if self.viber_gateway == key:
+                rest = (f"everyone else gets SMS through {sms_label}" if self.sms_gateway
                         else f"everyone else: {NO_ACTIVE_PROVIDER}")
-                return f"Used now for people subscribed to the Viber bot; {rest}."
-            return (f"Standby: {SHORT_LABELS[self.viber_gateway]} comes first in the priority order; Viber takes over "
-                    "for people subscribed to the Viber bot when it fails.")
-        first = SHORT_LABELS[self.sms_gateway]
+                return f"Used now for {plugin.reaches_only}; {rest}."
+            return (f"Standby: {self.state_of(self.viber_gateway).short_label} comes first in the priority order; "
+                    f"{label} takes over for {plugin.reaches_only} when it fails.")
+        first = sms_label
         return f"Standby: {first} comes first in the priority order; {label} takes over when {first} fails."
 
 
-def _settings_by_key(company_id: int) -> dict[str, GatewaySetting]:
-    rows = db.session.scalars(select(GatewaySetting).where(GatewaySetting.company_id == company_id))
-    return {row.gateway: row for row in rows}
-
-
-def _state(key: str, row: GatewaySetting | None) -> PluginState:
-    state = PluginState(key=key, label=GATEWAY_LABELS[key], position=PRIORITY.index(key) + 1,
-                        deprecated=key in DEPRECATED)
+def _state(position: int, key: str, row: GatewaySetting | None) -> PluginState:
+    gateway = get_gateway(key)
+    state = PluginState(key=key, label=gateway.label, short_label=gateway.short_label, position=position,
+                        reaches_only=gateway.reaches_only, deprecated=gateway.deprecated)
     if row is not None:
         state.enabled = bool(row.enabled)
         state.valid = bool(row.valid)
@@ -234,18 +196,17 @@ def _state(key: str, row: GatewaySetting | None) -> PluginState:
 
 
 def selection(company_id: int) -> Selection:
-    rows = _settings_by_key(company_id)
-    plugins = [_state(key, rows.get(key)) for key in PRIORITY]
-    usable = [p.key for p in plugins if p.usable]
-    sms_gateway = next((k for k in usable if k != "viber"), None)
-    return Selection(plugins=plugins, sms_gateway=sms_gateway, viber_gateway=usable[0] if usable else None)
+    rows = settings_by_key(company_id)
+    plugins = [_state(i, g.key, rows.get(g.key)) for i, g in enumerate(all_gateways(), start=1)]
+    usable = [p for p in plugins if p.usable]
+    sms_gateway = next((p.key for p in usable if not p.reaches_only), None)
+    return Selection(plugins=plugins, sms_gateway=sms_gateway, viber_gateway=usable[0].key if usable else None)
 
 
 # ---------------------------------------------------------------- the audit log
 
 def _audit(company_id: int, user_id: int | None, key: str, action: str, **details) -> None:
-    db.session.add(AuditEntry(company_id=company_id, user_id=user_id, action=AUDIT_PREFIX + action,
-                              subject=GATEWAY_LABELS[key], details=details))
+    audit(company_id, user_id, AUDIT_PREFIX + action, get_gateway(key).label, **details)
 
 
 AUDIT_TEXT = {
@@ -264,14 +225,14 @@ def recent_audit(company_id: int, limit: int = 15, key: str | None = None) -> li
             .order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc())
             .limit(limit))
     if key is not None:
-        stmt = stmt.where(AuditEntry.subject == GATEWAY_LABELS[check_key(key)])
+        stmt = stmt.where(AuditEntry.subject == get_gateway(check_key(key)).label)
     return list(db.session.scalars(stmt))
 
 
 # ---------------------------------------------------------------- enabling
 
 def set_enabled(company_id: int, key: str, on: bool, user_id: int | None) -> Selection:
-    setting = registry.gateway_setting(company_id, check_key(key))
+    setting = gateway_setting(company_id, check_key(key))
     if bool(setting.enabled) != on:
         setting.enabled = on
         _audit(company_id, user_id, key, "enabled" if on else "disabled",
@@ -282,9 +243,13 @@ def set_enabled(company_id: int, key: str, on: bool, user_id: int | None) -> Sel
 
 # ---------------------------------------------------------------- credentials
 
+def _fields(key: str) -> tuple[SettingField, ...]:
+    return get_gateway(key).fields
+
+
 def _credential_names(key: str) -> frozenset[str]:
     """Fields the gateway keeps in its encrypted credentials; the rest are plain options."""
-    return frozenset(registry.get_gateway(key).credential_fields) | {f.name for f in FIELDS[key] if f.secret}
+    return frozenset(f.name for f in _fields(key) if f.encrypted)
 
 
 @dataclass
@@ -312,7 +277,7 @@ class SettingsForm:
     """What the settings page shows: plain values as typed or stored, secrets only masked."""
 
     key: str
-    fields: tuple[Field, ...]
+    fields: tuple[SettingField, ...]
     values: dict  # plain field name → text
     masked: dict  # secret field name → "••••••••abcd" or ""
     errors: dict = field(default_factory=dict)  # field name (or "__all__") → what is wrong
@@ -323,22 +288,22 @@ class SettingsForm:
 
 def settings_form(company_id: int, key: str) -> SettingsForm:
     check_key(key)
-    stored = _stored(_settings_by_key(company_id).get(key))
+    stored = _stored(settings_by_key(company_id).get(key))
     values, masked = {}, {}
-    for f in FIELDS[key]:
+    for f in _fields(key):
         value = stored.value(key, f.name)
         if f.secret:
             masked[f.name] = vault.masked(value)
         else:
             value = f.default if value is None else value
             values[f.name] = "" if value is None else (f"{value:g}" if isinstance(value, float) else str(value))
-    return SettingsForm(key=key, fields=FIELDS[key], values=values, masked=masked, unreadable=stored.unreadable)
+    return SettingsForm(key=key, fields=_fields(key), values=values, masked=masked, unreadable=stored.unreadable)
 
 
-def _parse(key: str, form: Mapping, stored: _Stored) -> tuple[dict, dict, list[str]]:
+def _parse(key: str, form: Mapping[str, str], stored: _Stored) -> tuple[dict, dict, list[str]]:
     """(values, errors, names of the secrets typed anew). An empty secret keeps the stored one."""
     values, errors, typed = {}, {}, []
-    for f in FIELDS[key]:
+    for f in _fields(key):
         raw = (form.get(f.name) or "").strip()
         if f.secret:
             if raw:
@@ -354,72 +319,50 @@ def _parse(key: str, form: Mapping, stored: _Stored) -> tuple[dict, dict, list[s
                 errors[f.name] = f"Enter the {f.label_in_sentence}."
             elif f.default is not None:
                 values[f.name] = f.default
-        elif f.kind == "choice":
-            if raw in f.choices:
-                values[f.name] = raw
-            else:
-                errors[f.name] = f"Choose one of: {', '.join(f.choices)}."
-        elif f.kind == "int":
-            if raw.isdigit() and 0 < int(raw) < 10**9:
-                values[f.name] = int(raw)
-            else:
-                errors[f.name] = "Enter a whole number, 1 or more."
-        elif f.kind == "number":
-            try:
-                number = float(raw)
-            except ValueError:
-                number = float("nan")
-            if 0 < number < 100_000:
-                values[f.name] = number
-            else:
-                errors[f.name] = "Enter a number above 0, e.g. 5 or 0.5."
-        else:
-            values[f.name] = raw
-    if key == "viber" and len(values.get("sender_name", "")) > 28:
-        errors["sender_name"] = "Viber allows at most 28 characters."
+            continue
+        try:
+            values[f.name] = f.parse(raw)
+        except ValueError as exc:
+            errors[f.name] = str(exc)
     return values, errors, typed
 
 
 def _check(setting: GatewaySetting, credentials: dict, options: dict) -> CredentialCheck:
     key = setting.gateway
-    config = GatewayConfig(
-        credentials=dict(credentials), options=dict(options),
-        callback_base_url=registry.callback_url(setting.company_id, key, setting.callback_secret),
-        timeout=float(current_app.config["GATEWAY_TIMEOUT_SECONDS"]),
-    )
-    secrets = {f.name: credentials.get(f.name) for f in FIELDS[key] if f.secret}
+    config = config_with(setting, credentials, options)
+    secrets = {f.name: credentials.get(f.name) for f in _fields(key) if f.secret}
     try:
-        result = registry.get_gateway(key).check_credentials(config)
+        result = get_gateway(key).check_credentials(config)
     except requests.RequestException as exc:
         # Gateways answer network trouble themselves; this only keeps a stray one from being a 500.
-        result = CredentialCheck(False, f"{SHORT_LABELS[key]} could not be reached ({type(exc).__name__}).")
+        result = CredentialCheck(False, f"{short_label(key)} could not be reached ({type(exc).__name__}).")
     return CredentialCheck(bool(result.ok), vault.scrub(result.message or "", secrets)[:500])
 
 
-def save_settings(company_id: int, key: str, form: Mapping, user_id: int | None) -> SettingsForm:
+def save_settings(company_id: int, key: str, form: Mapping[str, str], user_id: int | None) -> SettingsForm:
     """Validate the typed credentials with the provider; store them only when they work.
 
     When the provider refuses them nothing stored changes (the old credentials keep working) and
     the form says what the provider complained about. Returns the form to show again."""
-    setting = registry.gateway_setting(company_id, check_key(key))
+    setting = gateway_setting(company_id, check_key(key))
     stored = _stored(setting)
     values, errors, typed = _parse(key, form, stored)
     shown = settings_form(company_id, key)
-    shown.values.update({f.name: (form.get(f.name) or "").strip() for f in FIELDS[key] if not f.secret})
+    shown.values.update({f.name: (form.get(f.name) or "").strip() for f in _fields(key) if not f.secret})
     if errors:
         shown.errors = errors
         return shown
     names = _credential_names(key)
     credentials = {name: value for name, value in values.items() if name in names}
     # Options this form does not show (e.g. the simulator's base_url) are kept.
-    options = {name: value for name, value in stored.options.items() if name not in {f.name for f in FIELDS[key]}}
+    options = {name: value for name, value in stored.options.items() if name not in {f.name for f in _fields(key)}}
     options.update({name: value for name, value in values.items() if name not in names})
-    changed = [f.name for f in FIELDS[key] if values.get(f.name) != stored.value(key, f.name)]
+    changed = [f.name for f in _fields(key) if values.get(f.name) != stored.value(key, f.name)]
     if stored.unreadable:
-        changed = [f.name for f in FIELDS[key] if f.name in values]
+        changed = [f.name for f in _fields(key) if f.name in values]
     result = _check(setting, credentials, options)
     # Plain values may be named in the audit; secrets only by name.
-    plain_changes = {f.name: values.get(f.name) for f in FIELDS[key] if not f.secret and f.name in changed}
+    plain_changes = {f.name: values.get(f.name) for f in _fields(key) if not f.secret and f.name in changed}
     if not result.ok:
         _audit(company_id, user_id, key, "credentials_rejected", fields=changed, result="invalid",
                message=result.message, values=plain_changes)
@@ -442,7 +385,7 @@ def save_settings(company_id: int, key: str, form: Mapping, user_id: int | None)
 
 def check_connection(company_id: int, key: str, user_id: int | None) -> CredentialCheck:
     """Check the stored credentials again and record the result (the dispatcher reads `valid`)."""
-    setting = registry.gateway_setting(company_id, check_key(key))
+    setting = gateway_setting(company_id, check_key(key))
     stored = _stored(setting)
     if not setting.credentials_encrypted:
         return CredentialCheck(False, "No credentials are saved yet: fill in the form and save them first.")
@@ -512,5 +455,5 @@ def overview(company_id: int, key: str, days: int = 7) -> Overview:
         sent=sum(counts.get(s, 0) for s in (status.SENT, status.DELIVERED, status.FAILED)),
         delivered=counts.get(status.DELIVERED, 0), failed=counts.get(status.FAILED, 0),
         awaiting=counts.get(status.SENT, 0),
-        callback_urls=list(registry.callback_urls(company_id).get(key, [])),
+        callback_urls=list(callback_urls(company_id).get(key, [])),
     )

@@ -6,8 +6,8 @@ import requests
 from sqlalchemy import select
 
 from mpm.extensions import db
-from mpm.gateways.credentials import encrypt
-from mpm.gateways.registry import callback_url, gateway_setting
+from mpm.credentials import encrypt
+from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.models import Company
 
 log = logging.getLogger(__name__)

@@ -178,8 +178,8 @@ def run_jobs(app) -> int:
 def enable_gateway(company: Company, key: str, credentials: dict | None = None, options: dict | None = None,
                    valid: bool = True):
     """Store an enabled GatewaySetting with encrypted credentials (inside an app context)."""
-    from mpm.gateways.credentials import encrypt
-    from mpm.gateways.registry import gateway_setting
+    from mpm.credentials import encrypt
+    from mpm.gateway_settings import gateway_setting
 
     setting = gateway_setting(company.id, key)
     setting.enabled = True
@@ -274,7 +274,7 @@ def simulated_provider(app, company, simulator):
 
     from werkzeug.serving import make_server
 
-    from mpm.gateways.registry import gateway_setting
+    from mpm.gateway_settings import gateway_setting
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mpm.extensions import db
-from mpm.gateways.registry import gateway_setting
+from mpm.gateway_settings import gateway_setting
 from mpm.messaging import status
 from mpm.models import Person, Sms, SmsEvent
 from tests.conftest import DEFAULT_CREDENTIALS, enable_gateway, make_person, run_jobs
@@ -220,3 +220,45 @@ def test_viber_message_from_a_subscriber_is_stored_for_that_person(client, compa
     assert _viber_post(client, company, payload).status_code == 200  # Viber's retry: stored once
     rows = db.session.scalars(select(Sms).where(Sms.direction == "inbound")).all()
     assert [(r.person_id, r.body, r.gateway) for r in rows] == [(person.id, "My meter is off", "viber")]
+
+
+@pytest.mark.parametrize("gateway,payload,field", [
+    ("textbee", {"webhookEvent": ["MESSAGE_DELIVERED"], "smsBatchId": "66a1b2"}, "webhookEvent"),
+    ("textbee", {"webhookEvent": {"MESSAGE_DELIVERED": 1}, "smsBatchId": "66a1b2"}, "webhookEvent"),
+    ("textbee", {"webhookEvent": "MESSAGE_RECEIVED", "sender": 254712345678, "message": "hi"}, "sender"),
+    ("textbee", {"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254712345678", "message": {"a": "b"}}, "message"),
+    ("textbee", {"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254712345678", "message": 10**40}, "message"),
+    ("viber", {"event": "message", "sender": "01234567890A=", "message": {"text": "hi"}}, "sender"),
+    ("viber", {"event": "message", "sender": {"id": "01234567890A="}, "message": "hi"}, "message"),
+    ("viber", {"event": "unsubscribed", "user_id": {"id": "01234567890A="}}, "user_id"),
+    ("viber", {"event": "unsubscribed", "user_id": 10**30}, "user_id"),
+    ("viber", {"event": "delivered", "message_token": 10**30}, "message_token"),
+])
+def test_signed_webhook_with_a_field_of_the_wrong_type_is_a_400_naming_it(client, company, gateway, payload, field):
+    enable_gateway(company, gateway)
+    make_person(company, viber_id="01234567890A=")
+    _sent_sms(company, gateway, "66a1b2")
+    before = _snapshot()
+    post = _textbee_post if gateway == "textbee" else _viber_post
+    response = post(client, company, payload)
+    assert response.status_code == 400 and response.get_json()["error"].startswith(field)
+    assert _snapshot() == before
+    assert db.session.scalar(select(Person.viber_id)) == "01234567890A="
+
+
+def test_deeply_nested_signed_webhook_is_a_400_and_changes_nothing(client, company):
+    enable_gateway(company, "textbee")
+    raw = b"[" * 100_000 + b"]" * 100_000
+    token = gateway_setting(company.id, "textbee").callback_secret
+    signature = hmac.new(b"tb-webhook-secret", raw, hashlib.sha256).hexdigest()
+    before = _snapshot()
+    response = client.post(f"/api/textbee-sms-gateway/callback/{company.id}/webhook?token={token}", data=raw,
+                           content_type="application/json", headers={"X-Signature": signature})
+    assert response.status_code == 400 and _snapshot() == before
+
+
+def test_incoming_message_longer_than_a_few_segments_is_refused(client, company):
+    before = _snapshot()
+    response = client.post(_at_url(company, "incoming-messages"),
+                           data={"from": "+254712345678", "to": "12345", "text": "x" * 50_000, "id": "big-1"})
+    assert response.status_code == 400 and "text" in response.get_json()["error"] and _snapshot() == before

@@ -2,11 +2,12 @@
 import pytest
 import requests
 import responses
-from werkzeug.datastructures import MultiDict
 
 from mpm.gateways.africastalking import LIVE_URL, SANDBOX_URL, gateway
-from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
-from mpm.gateways.registry import callback_urls, get_gateway
+from mpm.gateway_settings import callback_urls
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CallbackRefused, CallbackRequest, GatewayConfig,
+                               OutboundMessage)
+from mpm.gateways.registry import get_gateway
 
 CONFIG = GatewayConfig(credentials={"api_key": "atsk_123", "username": "mpmapp"},
                        options={"sender_id": "MPM", "environment": "live"})
@@ -108,16 +109,20 @@ def test_missing_credentials_are_named():
                                         ("Buffered", "sent"), ("Sent", "sent"), ("Submitted", "sent"),
                                         ("AbsentSubscriber", "failed"), ("Expired", "failed")])
 def test_delivery_report_statuses(raw, status):
-    report = gateway.delivery_report_from_form(MultiDict({"id": "ATXid_1", "status": raw, "phoneNumber": "+254711000001",
-                                                          "networkCode": "63902", "failureReason": "UserInBlackList"}))
+    [report] = gateway.parse_callback("delivery-reports", _form({"id": "ATXid_1", "status": raw, "phoneNumber": "+254711000001",
+                                                                 "networkCode": "63902", "failureReason": "UserInBlackList"}), None)
     assert report.status == status and report.provider_message_id == "ATXid_1"
 
 
-def test_malformed_delivery_report_is_refused():
-    with pytest.raises(ValueError):
-        gateway.delivery_report_from_form(MultiDict({"id": "ATXid_1", "status": "Whatever"}))
-    with pytest.raises(ValueError):
-        gateway.delivery_report_from_form(MultiDict({"status": "Success"}))
+def _form(form: dict) -> CallbackRequest:
+    return CallbackRequest(method="POST", path_params={}, query={}, headers={}, raw_body=b"", form=form)
+
+
+def test_malformed_delivery_report_is_refused_naming_the_field():
+    with pytest.raises(CallbackRefused, match="status"):
+        gateway.parse_callback("delivery-reports", _form({"id": "ATXid_1", "status": "Whatever"}), None)
+    with pytest.raises(CallbackRefused, match="^id"):
+        gateway.parse_callback("delivery-reports", _form({"status": "Success"}), None)
 
 
 def test_registry_and_callback_urls(app_ctx, company):

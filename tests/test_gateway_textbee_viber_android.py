@@ -8,8 +8,8 @@ import requests
 import responses
 
 from mpm.gateways import android, textbee, viber
-from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
-from mpm.gateways.webhooks import WebhookRefused
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CallbackRefused, CallbackRequest, GatewayConfig,
+                               OutboundMessage, Unsubscribed)
 
 TB = GatewayConfig(credentials={"api_key": "tb-key", "device_id": "6650c2a1e5f1", "webhook_secret": "whsec"})
 TB_SEND = f"{textbee.LIVE_URL}/gateway/devices/6650c2a1e5f1/send-sms"
@@ -60,24 +60,59 @@ def test_textbee_credential_check_finds_the_device():
     assert not check.ok and "refused the API key" in check.message
 
 
+def _signed(raw: bytes, key: str, header: str, signature: str | None = None) -> CallbackRequest:
+    signature = signature if signature is not None else hmac.new(key.encode(), raw, hashlib.sha256).hexdigest()
+    return CallbackRequest(method="POST", path_params={}, query={}, headers={header.lower(): signature},
+                           raw_body=raw, form={})
+
+
+def _textbee(payload, signature: str | None = None):
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return textbee.gateway.parse_callback("webhook", _signed(raw, "whsec", "X-Signature", signature), TB)
+
+
 def test_textbee_webhook_signature_and_events():
     payload = {"smsId": "abc", "smsBatchId": "66a1", "message": "Hi", "deviceId": "6650c2a1e5f1",
                "webhookSubscriptionId": "w1", "webhookEvent": "MESSAGE_DELIVERED", "idempotencyKey": "k1",
                "status": "delivered", "recipient": "+254711000001", "deliveredAt": "2026-01-01T00:00:00Z"}
-    raw = json.dumps(payload).encode()
-    good = hmac.new(b"whsec", raw, hashlib.sha256).hexdigest()
-    parsed = textbee.gateway.webhook_payload(raw, good, TB)
-    report = textbee.gateway.delivery_report(parsed)
+    [report] = _textbee(payload)
     assert report.provider_message_id == "66a1" and report.status == "delivered"
-    with pytest.raises(WebhookRefused):
-        textbee.gateway.webhook_payload(raw, "0" * 64, TB)
-    with pytest.raises(WebhookRefused):
-        textbee.gateway.webhook_payload(raw + b" ", good, TB)
+    with pytest.raises(CallbackRefused) as refused:
+        _textbee(payload, "0" * 64)
+    assert refused.value.status == 403
+    raw = json.dumps(payload).encode()
+    with pytest.raises(CallbackRefused):
+        textbee.gateway.parse_callback("webhook", _signed(raw + b" ", "whsec", "X-Signature",
+                                                          hmac.new(b"whsec", raw, hashlib.sha256).hexdigest()), TB)
 
     received = {"smsId": "r1", "message": "STOP", "deviceId": "d", "webhookEvent": "MESSAGE_RECEIVED",
                 "sender": "+254711000001", "receivedAt": "2026-01-01T00:00:00Z"}
-    incoming = textbee.gateway.incoming_message(received)
+    [incoming] = _textbee(received)
     assert incoming.number == "+254711000001" and incoming.body == "STOP"
+    assert _textbee({"webhookEvent": "MESSAGE_SENT_TO_SOMEWHERE_ELSE"}) == []
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"webhookEvent": ["MESSAGE_DELIVERED"], "smsBatchId": "b"}, "webhookEvent"),
+    ({"webhookEvent": {"a": 1}, "smsBatchId": "b"}, "webhookEvent"),
+    ({"webhookEvent": "MESSAGE_RECEIVED", "sender": 254711000001, "message": "hi"}, "sender"),
+    ({"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254711000001", "message": {"text": "hi"}}, "message"),
+    ({"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254711000001", "message": 10**30}, "message"),
+    ({"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254711000001", "message": "x" * 5000}, "message"),
+    ({"webhookEvent": "MESSAGE_DELIVERED", "smsBatchId": 2**64}, "smsBatchId"),
+    ({"webhookEvent": "MESSAGE_DELIVERED"}, "smsBatchId"),
+])
+def test_textbee_payload_of_the_wrong_type_is_refused_naming_the_field(payload, field):
+    with pytest.raises(CallbackRefused) as refused:
+        _textbee(payload)
+    assert refused.value.status == 400 and str(refused.value).startswith(field)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b"[1, 2]", b"12", b"not json"])
+def test_textbee_body_that_is_not_an_object_is_refused(raw):
+    with pytest.raises(CallbackRefused) as refused:
+        _textbee(raw)
+    assert refused.value.status == 400
 
 
 @responses.activate
@@ -120,23 +155,44 @@ def test_viber_credential_check():
     assert "could not be reached" in viber.gateway.check_credentials(VB).message
 
 
-def test_viber_webhook_events():
-    def signed(payload):
-        raw = json.dumps(payload).encode()
-        return viber.gateway.webhook_payload(raw, hmac.new(VB.credentials["auth_token"].encode(), raw,
-                                                           hashlib.sha256).hexdigest(), VB)
+def _viber(payload, signature: str | None = None):
+    raw = json.dumps(payload).encode()
+    request = _signed(raw, VB.credentials["auth_token"], "X-Viber-Content-Signature", signature)
+    return viber.gateway.parse_callback("webhook", request, VB)
 
-    seen = signed({"event": "seen", "timestamp": 1457764197627, "message_token": 4912661846655238145,
-                   "user_id": "01234567890A="})
-    assert viber.gateway.delivery_report(seen).status == "delivered"
-    failed = signed({"event": "failed", "timestamp": 1457764197627, "message_token": 4912661846655238145,
-                     "user_id": "01234567890A=", "desc": "failure description"})
-    report = viber.gateway.delivery_report(failed)
+
+def test_viber_webhook_events():
+    [seen] = _viber({"event": "seen", "timestamp": 1457764197627, "message_token": 4912661846655238145,
+                     "user_id": "01234567890A="})
+    assert seen.status == "delivered" and seen.provider_message_id == "4912661846655238145"
+    [report] = _viber({"event": "failed", "timestamp": 1457764197627, "message_token": 4912661846655238145,
+                       "user_id": "01234567890A=", "desc": "failure description"})
     assert report.status == "failed" and "failure description" in report.detail
-    gone = signed({"event": "unsubscribed", "timestamp": 1457764197627, "user_id": "01234567890A="})
-    assert viber.gateway.unsubscribed_user(gone) == "01234567890A="
-    with pytest.raises(WebhookRefused):
-        viber.gateway.webhook_payload(b'{"event":"seen"}', "bad", VB)
+    assert _viber({"event": "unsubscribed", "timestamp": 1457764197627, "user_id": "01234567890A="}) == [
+        Unsubscribed("01234567890A=")]
+    [incoming] = _viber({"event": "message", "message_token": 1, "sender": {"id": "01234567890A=", "name": "J"},
+                         "message": {"type": "text", "text": "STOP"}})
+    assert incoming.viber_id == "01234567890A=" and incoming.body == "STOP"
+    assert _viber({"event": "webhook", "timestamp": 1, "message_token": 2}) == []
+    with pytest.raises(CallbackRefused) as refused:
+        _viber({"event": "seen"}, "bad")
+    assert refused.value.status == 403
+
+
+@pytest.mark.parametrize("payload,field", [
+    ({"event": "message", "sender": "01234567890A=", "message": {"text": "hi"}}, "sender"),
+    ({"event": "message", "sender": {"id": "01234567890A="}, "message": "hi"}, "message"),
+    ({"event": "unsubscribed", "user_id": {"id": "x"}}, "user_id"),
+    ({"event": "unsubscribed", "user_id": 10**30}, "user_id"),
+    ({"event": "unsubscribed", "user_id": "x" * 1000}, "user_id"),
+    ({"event": "delivered", "message_token": 10**30}, "message_token"),
+    ({"event": "delivered", "message_token": -1}, "message_token"),
+    ({"event": ["delivered"], "message_token": 1}, "event"),
+])
+def test_viber_payload_of_the_wrong_type_is_refused_naming_the_field(payload, field):
+    with pytest.raises(CallbackRefused) as refused:
+        _viber(payload)
+    assert refused.value.status == 400 and str(refused.value).startswith(field)
 
 
 @responses.activate

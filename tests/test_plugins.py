@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 
 from conftest import csrf_token, enable_gateway, login, make_company, make_user, run_jobs
 from mpm.extensions import db
-from mpm.gateways.credentials import decrypt
+from mpm.credentials import decrypt
 from mpm.models import AuditEntry, GatewaySetting, Sms
 from mpm.models.base import utcnow
 

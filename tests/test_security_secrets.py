@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from conftest import csrf_token, run_jobs
 from mpm.extensions import db
-from mpm.gateways.registry import callback_url, gateway_setting
+from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.models import AuditEntry, Sms
 from mpm.security import redact_url
 from mpm.simulator import DEVICE_ID

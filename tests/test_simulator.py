@@ -11,7 +11,7 @@ from werkzeug.serving import make_server
 from mpm.extensions import db
 from mpm.gateways.africastalking import gateway as africastalking
 from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
-from mpm.gateways.registry import gateway_setting
+from mpm.gateway_settings import gateway_setting
 from mpm.gateways.textbee import gateway as textbee
 from mpm.simulator import DEVICE_ID
 from mpm.simulator_setup import enable_simulator_gateway

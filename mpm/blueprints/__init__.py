@@ -2,7 +2,7 @@
 from mpm.blueprints.api import bp as api
 from mpm.blueprints.auth import bp as auth
 from mpm.blueprints.broadcasts import bp as broadcasts
-from mpm.blueprints.callbacks import bp as callbacks
+from mpm.blueprints import callbacks
 from mpm.blueprints.customers import bp as customers
 from mpm.blueprints.inbox import bp as sms_inbox
 from mpm.blueprints.maintenance import bp as maintenance
@@ -12,4 +12,9 @@ from mpm.blueprints.settings import bp as settings
 from mpm.blueprints.sms import bp as sms
 from mpm.blueprints.transactions import bp as transactions
 
-ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms, callbacks]
+ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms]
+
+
+def all_blueprints() -> list:
+    """Every blueprint; the callbacks one is made per app from the gateways registered by then."""
+    return [*ALL_BLUEPRINTS, callbacks.blueprint()]

@@ -1,140 +1,31 @@
-"""Providers' callbacks: delivery reports and incoming messages. No login, no CSRF (providers post
-here); each is authenticated by the per-company secret in the registered URL and, where the
-provider signs, by its signature. Bad input → 4xx and a log line, never a changed row."""
-import hmac
-import logging
-
+"""Providers' callbacks: one URL per callback route the registered gateways declare; each passes
+the request, as plain values, to mpm.messaging.callbacks."""
 from flask import Blueprint, jsonify, request
-from sqlalchemy import select
 
-from mpm.extensions import csrf, db
-from mpm.gateways.credentials import UnreadableCredentials
-from mpm.gateways.registry import config_for, find_gateway_setting, get_gateway
-from mpm.gateways.webhooks import WebhookRefused
-from mpm.messaging.delivery import UnknownMessage, apply_delivery_report, forget_viber_subscriber
-from mpm.messaging.inbound import store_incoming
-from mpm.models import GatewaySetting
-
-log = logging.getLogger(__name__)
-
-bp = Blueprint("callbacks", __name__, url_prefix="/api")
-csrf.exempt(bp)
+from mpm.extensions import csrf
+from mpm.messaging import callbacks
 
 
-def _refuse(code: int, why: str, company_id: int, gateway: str):
-    log.warning("callback refused (%s): %s company=%s gateway=%s from=%s", code, why, company_id, gateway,
-                request.remote_addr)
-    return jsonify({"error": why}), code
+def blueprint() -> Blueprint:
+    """Made per app, after every gateway is registered."""
+    bp = Blueprint("callbacks", __name__)
+    csrf.exempt(bp)
+    for endpoint in callbacks.endpoints():
+        bp.add_url_rule(endpoint.rule, endpoint.name, _view(endpoint), methods=list(endpoint.methods))
+    return bp
 
 
-def _authenticated_setting(company_id: int, gateway: str, secret: str | None):
-    """The company's setting of this gateway when `secret` is its callback secret, else None."""
-    if company_id > 2**31 - 1:  # not an id the database can hold: no such company
-        return None
-    setting = find_gateway_setting(company_id, gateway)
-    if setting is None or not secret or not hmac.compare_digest(setting.callback_secret.encode(), secret.encode()):
-        return None
-    return setting
+def _view(endpoint: callbacks.Endpoint):
+    def receive(company_id: int, **path_params):
+        answer = callbacks.receive_callback(endpoint.gateway, endpoint.kind, company_id, _plain_request(path_params),
+                                            request.remote_addr)
+        return jsonify(answer.body), answer.status
+    return receive
 
 
-def _secret_matches(company_id: int, gateway: str, secret: str | None) -> bool:
-    """The token check alone (one column), for the delivery-report path that needs nothing else."""
-    if company_id > 2**31 - 1 or not secret:
-        return False
-    stored = db.session.scalar(select(GatewaySetting.callback_secret).where(
-        GatewaySetting.company_id == company_id, GatewaySetting.gateway == gateway))
-    return stored is not None and hmac.compare_digest(stored.encode(), secret.encode())
-
-
-def _report(company_id: int, gateway: str, report):
-    try:
-        changed = apply_delivery_report(company_id, gateway, report)
-    except UnknownMessage as exc:
-        return _refuse(404, f"unknown message {exc}", company_id, gateway)
-    return jsonify({"ok": True, "changed": changed})
-
-
-# --- AfricasTalking ----------------------------------------------------------------------------
-@bp.post("/africas-talking/callback/<int:company_id>/delivery-reports")
-def africastalking_delivery_report(company_id: int):
-    if not _secret_matches(company_id, "africastalking", request.args.get("token")):
-        return _refuse(403, "wrong or missing token", company_id, "africastalking")
-    try:
-        report = get_gateway("africastalking").delivery_report_from_form(request.form)
-    except ValueError as exc:
-        return _refuse(400, str(exc), company_id, "africastalking")
-    return _report(company_id, "africastalking", report)
-
-
-@bp.post("/africas-talking/callback/<int:company_id>/incoming-messages")
-def africastalking_incoming_message(company_id: int):
-    if _authenticated_setting(company_id, "africastalking", request.args.get("token")) is None:
-        return _refuse(403, "wrong or missing token", company_id, "africastalking")
-    try:
-        message = get_gateway("africastalking").incoming_message_from_form(request.form)
-    except ValueError as exc:
-        return _refuse(400, str(exc), company_id, "africastalking")
-    store_incoming(company_id, "africastalking", message)
-    return jsonify({"ok": True})
-
-
-# --- TextBee and Viber: signed JSON webhooks ----------------------------------------------------------
-def _signed_payload(company_id: int, gateway: str, signature_header: str):
-    """(payload, None) or (None, refusal response)."""
-    setting = _authenticated_setting(company_id, gateway, request.args.get("token"))
-    if setting is None:
-        return None, _refuse(403, "wrong or missing token", company_id, gateway)
-    try:
-        payload = get_gateway(gateway).webhook_payload(request.get_data(), request.headers.get(signature_header),
-                                                       config_for(setting))
-    except (WebhookRefused, UnreadableCredentials) as exc:
-        return None, _refuse(403, str(exc), company_id, gateway)
-    return payload, None
-
-
-def _signed_webhook(company_id: int, gateway_key: str, signature_header: str):
-    """A signed webhook: a delivery report, an incoming message, or an event that needs only a 200.
-    Returns (payload, None) once handled, or (None, the refusal)."""
-    payload, refusal = _signed_payload(company_id, gateway_key, signature_header)
-    if refusal:
-        return None, refusal
-    gateway = get_gateway(gateway_key)
-    try:
-        report = gateway.delivery_report(payload)
-        incoming = gateway.incoming_message(payload)
-    except ValueError as exc:
-        return None, _refuse(400, str(exc), company_id, gateway_key)
-    if report is not None:
-        return payload, _report(company_id, gateway_key, report)
-    if incoming is not None:
-        store_incoming(company_id, gateway_key, incoming)
-    return payload, jsonify({"ok": True})
-
-
-@bp.post("/textbee-sms-gateway/callback/<int:company_id>/webhook")
-def textbee_webhook(company_id: int):
-    return _signed_webhook(company_id, "textbee", "X-Signature")[1]
-
-
-@bp.post("/viber-messaging/callback/<int:company_id>/webhook")
-def viber_webhook(company_id: int):
-    payload, response = _signed_webhook(company_id, "viber", "X-Viber-Content-Signature")
-    # "webhook" (the set_webhook check), subscribed, conversation_started: the 200 is all Viber needs.
-    leaver = payload and get_gateway("viber").unsubscribed_user(payload)
-    if leaver:
-        forget_viber_subscriber(company_id, leaver)
-    return response
-
-
-# --- Android (deprecated): the app confirms each message ------------------------------------------------
-@bp.route("/sms-android-callback/<int:company_id>/<secret>/<kind>", methods=["GET", "POST"])
-def android_confirmation(company_id: int, secret: str, kind: str):
-    if _authenticated_setting(company_id, "android", secret) is None:
-        return _refuse(403, "wrong secret", company_id, "android")
-    data = request.form if request.method == "POST" else request.args
-    try:
-        report = get_gateway("android").confirmation(kind, data)
-    except ValueError as exc:
-        return _refuse(400, str(exc), company_id, "android")
-    return _report(company_id, "android", report)
-
+def _plain_request(path_params: dict) -> callbacks.CallbackRequest:
+    # Form bodies are parsed first (their raw body is then empty); JSON bodies stay raw for the signature.
+    raw_body = request.get_data(parse_form_data=True)
+    return callbacks.CallbackRequest(method=request.method, path_params=path_params, query=request.args.to_dict(),
+                           headers={k.lower(): v for k, v in request.headers.items()}, raw_body=raw_body,
+                           form=request.form.to_dict())

@@ -20,7 +20,7 @@ def _known(key: str) -> str:
 
 def _index_context() -> dict:
     return {"chosen": plugins.selection(company_id()), "audit": plugins.recent_audit(company_id()),
-            "audit_text": plugins.AUDIT_TEXT, "priority_text": plugins.PRIORITY_TEXT}
+            "audit_text": plugins.AUDIT_TEXT, "priority_text": plugins.priority_text()}
 
 
 @bp.get("/")
@@ -37,7 +37,7 @@ def toggle(gateway: str):
     on = request.form.get("enabled") == "on"
     plugins.set_enabled(company_id(), key, on, current_user.id)
     if not is_htmx():
-        flash(f"{plugins.SHORT_LABELS[key]} is now {'enabled' if on else 'disabled'}.")
+        flash(f"{plugins.short_label(key)} is now {'enabled' if on else 'disabled'}.")
         return redirect(url_for("plugins.index"))
     # The list and, out of band, the sidebar (an enabled plugin gets its entry there).
     return render_template("plugins/_toggled.html", **_index_context())
@@ -57,7 +57,7 @@ def _settings_page(key: str, form, connection=None, test_sms=None, sms_error: st
     context = {
         "plugin": chosen.state_of(key), "form": form, "connection": connection, "sms_error": sms_error,
         "typed_number": typed_number, "chosen_gateway": chosen.sms_gateway,
-        "chosen_label": plugins.SHORT_LABELS.get(chosen.sms_gateway), "test_sms": test_sms,
+        "chosen_label": plugins.short_label(chosen.sms_gateway) if chosen.sms_gateway else None, "test_sms": test_sms,
         "poll": test_sms is not None and plugins.worth_polling(test_sms),
     }
     return page_or_fragment("plugins/settings.html", fragment, **context), status
@@ -75,7 +75,7 @@ def settings(gateway: str):
 @admin_required
 def save_settings(gateway: str):
     key = _known(gateway)
-    form = plugins.save_settings(company_id(), key, request.form, current_user.id)
+    form = plugins.save_settings(company_id(), key, request.form.to_dict(), current_user.id)
     if form.saved and not is_htmx():
         flash(f"Saved. {form.check.message}")
         return redirect(url_for("plugins.settings", gateway=key))

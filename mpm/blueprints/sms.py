@@ -7,6 +7,7 @@ from flask import (Blueprint, Response, current_app, flash, g, redirect, render_
 from flask_login import current_user, login_required
 
 from mpm import customers, phones
+from mpm.plugins import gateway_labels
 from mpm.messaging import history
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused
@@ -100,9 +101,7 @@ def history_list():
 
 
 def _filter_choices() -> dict:
-    from mpm.gateways.catalog import GATEWAY_LABELS, PRIORITY
-
-    return {"statuses": history.STATUSES, "gateways": [(k, GATEWAY_LABELS[k]) for k in PRIORITY],
+    return {"statuses": history.STATUSES, "gateways": gateway_labels(),
             "directions": history.DIRECTIONS, "triggers": history.TRIGGERS}
 
 

@@ -8,19 +8,21 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import select, update
 from rq import Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from sqlalchemy import select, update
 
+from mpm.audit import audit
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, schedule
 from mpm.broadcasts.audience import Audience, AudienceCounts
 from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo
-from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
-from mpm.models import AuditEntry, Broadcast, Company, Sms
+from mpm.messaging.send import (NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches,
+                                subscribers_only_refusal)
+from mpm.models import Broadcast, Company, Sms
 from mpm.models.base import utcnow
 from mpm.queue import BULK, queue, redis_connection
 
@@ -166,14 +168,13 @@ def save_draft(company_id: int, user_id: int | None, form: BroadcastForm, draft_
 
 
 def _check_provider(company_id: int, audience: Audience) -> None:
-    keys = check_provider(company_id, [])
-    if keys == ["viber"] and audiences.anyone_without_viber(company_id, audience):
-        raise NoActiveSmsProvider("only Viber is active, and it reaches only people subscribed to the Viber bot.")
+    refusal = subscribers_only_refusal(check_provider(company_id, []))
+    if refusal and audiences.anyone_without_viber(company_id, audience):
+        raise NoActiveSmsProvider(refusal)
 
 
 def _audit(broadcast: Broadcast, user_id: int | None, action: str, **details) -> None:
-    db.session.add(AuditEntry(company_id=broadcast.company_id, user_id=user_id, action=action,
-                              subject=f"broadcast #{broadcast.id}", details=details))
+    audit(broadcast.company_id, user_id, action, f"broadcast #{broadcast.id}", **details)
 
 
 def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: datetime | None = None) -> Broadcast:

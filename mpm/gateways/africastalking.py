@@ -14,11 +14,16 @@ and incoming messages (from, to, text, id, date, linkId).
 """
 import logging
 from collections import defaultdict
+from typing import Annotated
 
 import requests
+from pydantic import Field, StringConstraints
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult)
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, MAX_INCOMING_CHARS, REJECTED, SEND_RATE_FIELD, CallbackRefused,
+                               CallbackRequest, CallbackResult, CallbackRoute, CredentialCheck, DeliveryReport,
+                               GatewayConfig, GatewayDefaults, IncomingMessage, OutboundMessage, SendResult,
+                               SettingField)
+from mpm.gateways.webhooks import Payload, validated
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +47,46 @@ REPORT_STATUSES = {
 _http = requests.Session()
 
 
-class AfricasTalkingGateway:
+Short = Annotated[str, StringConstraints(max_length=200)]
+
+
+class ReportForm(Payload):
+    id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    status: Short
+    failureReason: Short = ""
+    networkCode: Short = ""
+
+
+class IncomingForm(Payload):
+    sender: Annotated[str, StringConstraints(min_length=1, max_length=50), Field(alias="from")]
+    text: Annotated[str, StringConstraints(max_length=MAX_INCOMING_CHARS)]
+    id: Short = ""
+
+
+class AfricasTalkingGateway(GatewayDefaults):
     key = "africastalking"
     label = "AfricasTalking"
-    deprecated = False
-    credential_fields = ("api_key", "username")
-    option_fields = ("sender_id", "environment", "send_rate")
-    default_send_rate = None
+    short_label = "AfricasTalking"
+    priority = 10
+    fields = (
+        SettingField("username", "Username", credential=True, required=True,
+                     help="Your AfricasTalking app's username (“sandbox” in the sandbox)."),
+        SettingField("api_key", "API key", secret=True, required=True, help="AfricasTalking dashboard → Settings → API Key."),
+        SettingField("sender_id", "Short code / sender ID",
+                     help="Optional. Leave empty to send from AfricasTalking's shared sender."),
+        SettingField("environment", "Environment", kind="choice", choices=("live", "sandbox"), default="live"),
+        SEND_RATE_FIELD,
+    )
+    # The paths MPM users already register with AfricasTalking.
+    callbacks = (
+        CallbackRoute("delivery-reports", "Delivery reports", "/api/africas-talking/callback/{company}/delivery-reports"),
+        CallbackRoute("incoming-messages", "Incoming messages", "/api/africas-talking/callback/{company}/incoming-messages"),
+    )
 
     def base_url(self, config: GatewayConfig) -> str:
         if config.options.get("base_url"):
             return config.options["base_url"].rstrip("/")
         return SANDBOX_URL if config.options.get("environment") == "sandbox" else LIVE_URL
-
-    def can_reach(self, message: OutboundMessage) -> bool:
-        return True
 
     def _headers(self, config: GatewayConfig) -> dict:
         return {"apiKey": config.credentials.get("api_key", ""), "Accept": "application/json"}
@@ -150,24 +180,22 @@ class AfricasTalkingGateway:
         return CredentialCheck(True, f"Connected to AfricasTalking as \"{username}\". Balance: {balance}.")
 
     # --- callbacks -----------------------------------------------------------------------------
-    def delivery_report_from_form(self, form) -> DeliveryReport:
-        """Raises ValueError for a report that is not one."""
-        message_id = (form.get("id") or "").strip()
-        raw = (form.get("status") or "").strip()
-        if not message_id or raw not in REPORT_STATUSES:
-            raise ValueError(f"not an AfricasTalking delivery report (id={message_id!r}, status={raw!r})")
-        parts = [f"AfricasTalking: {raw}"]
-        if form.get("failureReason"):
-            parts.append(f"reason {form['failureReason']}")
-        if form.get("networkCode"):
-            parts.append(f"network {form['networkCode']}")
-        return DeliveryReport(message_id, REPORT_STATUSES[raw], ", ".join(parts), raw)
+    def parse_callback(self, kind: str, request: CallbackRequest, config: GatewayConfig | None) -> list[CallbackResult]:
+        if kind == "delivery-reports":
+            return [_delivery_report(validated(request.form, ReportForm))]
+        form = validated(request.form, IncomingForm)
+        return [IncomingMessage(number=form.sender, body=form.text, provider_message_id=form.id)]
 
-    def incoming_message_from_form(self, form) -> IncomingMessage:
-        number = (form.get("from") or "").strip()
-        if not number or form.get("text") is None:
-            raise ValueError("not an AfricasTalking incoming message (from and text are required)")
-        return IncomingMessage(number=number, body=form.get("text", ""), provider_message_id=(form.get("id") or "").strip())
+
+def _delivery_report(form: ReportForm) -> DeliveryReport:
+    if form.status not in REPORT_STATUSES:
+        raise CallbackRefused(f"status: not an AfricasTalking delivery status ({form.status!r})")
+    parts = [f"AfricasTalking: {form.status}"]
+    if form.failureReason:
+        parts.append(f"reason {form.failureReason}")
+    if form.networkCode:
+        parts.append(f"network {form.networkCode}")
+    return DeliveryReport(form.id, REPORT_STATUSES[form.status], ", ".join(parts), form.status)
 
 
 def _digits(number: str) -> str:

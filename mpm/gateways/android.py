@@ -12,10 +12,15 @@ Send: POST {base}/fcm/send, header `Authorization: key=<server key>`, JSON {to: 
 data: {sms_id, number, message, callback}}. The push being taken (`success` 1) counts as sent;
 the app confirms each message at the callback URL (.../sent, .../delivered, .../failed).
 """
-import requests
+from typing import Annotated
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, CredentialCheck, DeliveryReport, GatewayConfig,
-                               OutboundMessage, SendResult)
+import requests
+from pydantic import StringConstraints
+
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, SEND_RATE_FIELD, CallbackRefused, CallbackRequest,
+                               CallbackResult, CallbackRoute, CredentialCheck, DeliveryReport, GatewayConfig,
+                               GatewayDefaults, OutboundMessage, SendResult, SettingField)
+from mpm.gateways.webhooks import Payload, validated
 
 LIVE_URL = "https://fcm.googleapis.com"
 CONFIRMATIONS = {"sent": "sent", "delivered": "delivered", "failed": "failed"}
@@ -23,19 +28,35 @@ CONFIRMATIONS = {"sent": "sent", "delivered": "delivered", "failed": "failed"}
 _http = requests.Session()
 
 
-class AndroidGateway:
+SmsId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")]
+
+
+class Confirmation(Payload):
+    id: SmsId | None = None
+    sms_id: SmsId | None = None
+    error: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class AndroidGateway(GatewayDefaults):
     key = "android"
     label = "Android Gateway (deprecated)"
+    short_label = "Android"
+    priority = 40
     deprecated = True
-    credential_fields = ("fcm_server_key", "device_token")
-    option_fields = ("send_rate",)
     default_send_rate = 10.0
+    fields = (
+        SettingField("fcm_server_key", "FCM server key", secret=True, required=True,
+                     help="The Firebase Cloud Messaging server key of the project the old Android app is built with."),
+        SettingField("device_token", "Device token", secret=True, required=True,
+                     help="The FCM registration token the Android app shows."),
+        SEND_RATE_FIELD,
+    )
+    # The app appends the confirmation kind (sent / delivered / failed) to the base URL it was given.
+    callbacks = (CallbackRoute("confirmation", "App callback base URL", "/api/sms-android-callback/{company}/{secret}",
+                               methods=("GET", "POST"), rule_suffix="/<kind>"),)
 
     def base_url(self, config: GatewayConfig) -> str:
         return (config.options.get("base_url") or LIVE_URL).rstrip("/")
-
-    def can_reach(self, message: OutboundMessage) -> bool:
-        return True
 
     def _headers(self, config: GatewayConfig) -> dict:
         return {"Authorization": f"key={config.credentials.get('fcm_server_key', '')}"}
@@ -93,14 +114,16 @@ class AndroidGateway:
         return CredentialCheck(True, "Firebase accepts the server key and the phone's token. "
                                      "This gateway is deprecated: prefer TextBee.")
 
-    def confirmation(self, kind: str, form) -> DeliveryReport:
-        if kind not in CONFIRMATIONS:
-            raise ValueError(f"unknown confirmation {kind!r}")
-        sms_id = (form.get("id") or form.get("sms_id") or "").strip()
-        if not sms_id.isdigit():
-            raise ValueError("confirmation without a message id")
-        detail = f"Android app: {kind}" + (f", {form['error']}" if form.get("error") else "")
-        return DeliveryReport(sms_id, CONFIRMATIONS[kind], detail, kind)
+    def parse_callback(self, kind: str, request: CallbackRequest, config: GatewayConfig | None) -> list[CallbackResult]:
+        confirmed = request.path_params.get("kind", "")
+        if confirmed not in CONFIRMATIONS:
+            raise CallbackRefused(f"unknown confirmation {confirmed[:40]!r}")
+        data = validated(request.form if request.method == "POST" else request.query, Confirmation)
+        sms_id = data.id or data.sms_id
+        if not sms_id:
+            raise CallbackRefused("id: a confirmation needs the message id")
+        detail = f"Android app: {confirmed}" + (f", {data.error}" if data.error else "")
+        return [DeliveryReport(sms_id, CONFIRMATIONS[confirmed], detail, confirmed)]
 
 
 gateway = AndroidGateway()

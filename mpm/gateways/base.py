@@ -67,11 +67,144 @@ class GatewayConfig:
     connect_timeout: float = 5.0
 
 
-class Gateway(Protocol):
-    key: str  # "africastalking", "textbee", "viber", "android"
+# --- settings: what the admin fills in on the gateway's settings page ------------------------------------
+
+@dataclass(frozen=True)
+class SettingField:
+    """One field of a gateway's settings form, and how a typed value is checked."""
+
+    name: str
     label: str
+    secret: bool = False  # encrypted at rest, shown masked, kept when left empty on save
+    credential: bool = False  # kept in the encrypted credentials (every secret is); the rest are plain options
+    required: bool = False
+    kind: str = "text"  # text / choice / int / number
+    choices: tuple[str, ...] = ()
+    default: object = None
+    help: str = ""
+    max_length: int = 500
+    too_long: str = ""  # the message when longer than max_length
+
+    @property
+    def label_in_sentence(self) -> str:
+        # "API key" and "FCM server key" keep their capitals; "Device ID" becomes "device ID".
+        return self.label if self.label[:2].isupper() else self.label[0].lower() + self.label[1:]
+
+    @property
+    def encrypted(self) -> bool:
+        return self.secret or self.credential
+
+    def parse(self, raw: str):
+        """The typed value of a non-empty entry; ValueError with the message for the admin."""
+        if len(raw) > self.max_length:
+            raise ValueError(self.too_long or f"At most {self.max_length} characters.")
+        if self.kind == "choice":
+            if raw not in self.choices:
+                raise ValueError(f"Choose one of: {', '.join(self.choices)}.")
+            return raw
+        if self.kind == "int":
+            if not (raw.isascii() and raw.isdigit() and 0 < int(raw) < 10**9):
+                raise ValueError("Enter a whole number, 1 or more.")
+            return int(raw)
+        if self.kind == "number":
+            try:
+                number = float(raw)
+            except ValueError:
+                number = float("nan")
+            if not 0 < number < 100_000:
+                raise ValueError("Enter a number above 0, e.g. 5 or 0.5.")
+            return number
+        return raw
+
+
+SEND_RATE_FIELD = SettingField("send_rate", "Send rate (messages per second)", kind="number",
+                               help="Optional. Leave empty for the gateway's default pace.")
+
+
+# --- callbacks: what the provider posts to us --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CallbackRoute:
+    """One URL a provider calls. `path` is below the site root, with {company} and {secret} where
+    the URL carries them (the secret goes in a `token` query parameter when the path has none);
+    `rule_suffix` adds path parts the provider appends itself (e.g. "/<kind>")."""
+
+    kind: str  # "delivery-reports", "incoming-messages", "webhook", "confirmation"…: passed to parse_callback
+    label: str  # shown next to the URL on the gateway's page
+    path: str
+    methods: tuple[str, ...] = ("POST",)
+    signature_header: str | None = None  # signed callbacks get the gateway's config to check the signature
+    rule_suffix: str = ""
+
+    @property
+    def secret_in_path(self) -> bool:
+        return "{secret}" in self.path
+
+    def url(self, company_id: int, secret: str) -> str:
+        """The path to register with the provider (without the site's base URL)."""
+        path = self.path.format(company=company_id, secret=secret)
+        return path if self.secret_in_path else f"{path}?token={secret}"
+
+    @property
+    def rule(self) -> str:
+        """The URL rule that receives it."""
+        return self.path.format(company="<int:company_id>", secret="<secret>") + self.rule_suffix
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    """A provider's request as plain values (parsed at the edge, no web framework objects)."""
+
+    method: str
+    path_params: dict[str, str]
+    query: dict[str, str]
+    headers: dict[str, str]  # header names lower-cased
+    raw_body: bytes
+    form: dict[str, str]
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True)
+class Unsubscribed:
+    """The person left the operator's channel (Viber: the bot); the provider can no longer reach them."""
+
+    viber_id: str
+
+
+CallbackResult = DeliveryReport | IncomingMessage | Unsubscribed
+
+
+class CallbackRefused(Exception):
+    """The callback is not one to act on; nothing changes. status 403: not from the provider
+    (bad signature, no signing key); 400: a payload of the wrong shape (the message names the field)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# Longest incoming message body kept: a few concatenated SMS segments (Viber allows up to 7000 characters).
+MAX_INCOMING_CHARS = 2000
+MAX_VIBER_INCOMING_CHARS = 7000
+
+
+# --- the interface ------------------------------------------------------------------------------------------
+
+class Gateway(Protocol):
+    key: str  # "africastalking", "textbee", "viber", "android"; also the settings URL part
+    label: str  # the plugin's full name
+    short_label: str  # in sentences ("TextBee is used now")
+    priority: int  # lower sends first; ties broken by key
     deprecated: bool
-    credential_fields: tuple[str, ...]  # names of the secret fields, for the settings form
+    fields: tuple[SettingField, ...]  # the settings form: credentials (encrypted) and options
+    default_send_rate: float | None  # messages/s across all workers when the settings leave it empty; None: unpaced
+    reaches_only: str  # "" when it reaches any phone number; else whom it reaches, in words
+    callbacks: tuple[CallbackRoute, ...]
+
+    def quotas(self, config: GatewayConfig) -> dict[str, int]:
+        """Plan limits counted per company, {"day": n, "month": n}; {} for none."""
 
     def can_reach(self, message: OutboundMessage) -> bool:
         """Whether this gateway can carry this message at all (Viber: only to Viber users)."""
@@ -81,6 +214,26 @@ class Gateway(Protocol):
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
         """Ask the provider whether these credentials work."""
+
+    def parse_callback(self, kind: str, request: CallbackRequest, config: GatewayConfig | None) -> list[CallbackResult]:
+        """What one callback says ([] for an event that needs only a 200). `config` is given for
+        routes with a signature_header. Raises CallbackRefused."""
+
+
+class GatewayDefaults:
+    """What most gateways share; a gateway class may inherit it and override what differs."""
+
+    priority = 100
+    deprecated = False
+    default_send_rate: float | None = None
+    reaches_only = ""
+    callbacks: tuple[CallbackRoute, ...] = ()
+
+    def quotas(self, config: GatewayConfig) -> dict[str, int]:
+        return {}
+
+    def can_reach(self, message: OutboundMessage) -> bool:
+        return True
 
 
 def send_one_by_one(messages: list[OutboundMessage],

@@ -13,12 +13,16 @@ answer identifies it. Delivery comes from the signed webhook (X-Signature: hex H
 the raw body with the webhook secret), events MESSAGE_SENT / MESSAGE_DELIVERED / MESSAGE_FAILED /
 MESSAGE_RECEIVED.
 """
+from typing import Annotated
 
 import requests
+from pydantic import Field, StringConstraints
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult, send_one_by_one)
-from mpm.gateways.webhooks import WebhookRefused, verified_json
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, MAX_INCOMING_CHARS, REJECTED, SEND_RATE_FIELD, CallbackRefused,
+                               CallbackRequest, CallbackResult, CallbackRoute, CredentialCheck, DeliveryReport,
+                               GatewayConfig, GatewayDefaults, IncomingMessage, OutboundMessage, SendResult,
+                               SettingField, send_one_by_one)
+from mpm.gateways.webhooks import MAX_ID, Payload, json_payload, verified_body
 
 LIVE_URL = "https://api.textbee.dev/api/v1"
 DEFAULT_DAILY_QUOTA = 50
@@ -29,13 +33,41 @@ EVENT_STATUSES = {"MESSAGE_SENT": "sent", "MESSAGE_DELIVERED": "delivered", "MES
 _http = requests.Session()
 
 
-class TextBeeGateway:
+Short = Annotated[str, StringConstraints(max_length=200)]
+Id = Annotated[str, StringConstraints(max_length=100)] | Annotated[int, Field(ge=0, le=MAX_ID)]
+
+
+class WebhookEvent(Payload):
+    webhookEvent: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    smsBatchId: Id | None = None
+    smsId: Id | None = None
+    idempotencyKey: Short | None = None
+    sender: Annotated[str, StringConstraints(max_length=50)] | None = None
+    message: Annotated[str, StringConstraints(max_length=MAX_INCOMING_CHARS)] | None = None
+    errorCode: Short | Annotated[int, Field(ge=-MAX_ID, le=MAX_ID)] | None = None
+    errorMessage: Short | None = None
+
+
+class TextBeeGateway(GatewayDefaults):
     key = "textbee"
     label = "TextBee SMS Gateway"
-    deprecated = False
-    credential_fields = ("api_key", "device_id", "webhook_secret")
-    option_fields = ("daily_quota", "monthly_quota", "send_rate")
+    short_label = "TextBee"
+    priority = 20
     default_send_rate = 2.0
+    fields = (
+        SettingField("api_key", "API key", secret=True, required=True, help="textbee.dev dashboard → API Settings."),
+        SettingField("device_id", "Device ID", credential=True, required=True,
+                     help="The id of the Android phone registered in TextBee."),
+        SettingField("webhook_secret", "Webhook signing secret", secret=True,
+                     help="The signing secret of the webhook you create in TextBee; without it delivery reports are refused."),
+        SettingField("daily_quota", "Daily quota (messages)", kind="int", default=DEFAULT_DAILY_QUOTA,
+                     help="Your TextBee plan's daily limit."),
+        SettingField("monthly_quota", "Monthly quota (messages)", kind="int", default=DEFAULT_MONTHLY_QUOTA,
+                     help="Your TextBee plan's monthly limit."),
+        SEND_RATE_FIELD,
+    )
+    callbacks = (CallbackRoute("webhook", "Webhook (all events)", "/api/textbee-sms-gateway/callback/{company}/webhook",
+                               signature_header="X-Signature"),)
 
     def base_url(self, config: GatewayConfig) -> str:
         return (config.options.get("base_url") or LIVE_URL).rstrip("/")
@@ -44,9 +76,6 @@ class TextBeeGateway:
         """Plan limits counted by the dispatcher: {"day": n, "month": n}."""
         return {"day": int(config.options.get("daily_quota") or DEFAULT_DAILY_QUOTA),
                 "month": int(config.options.get("monthly_quota") or DEFAULT_MONTHLY_QUOTA)}
-
-    def can_reach(self, message: OutboundMessage) -> bool:
-        return True
 
     def _headers(self, config: GatewayConfig) -> dict:
         return {"x-api-key": config.credentials.get("api_key", ""), "Accept": "application/json"}
@@ -114,30 +143,25 @@ class TextBeeGateway:
                                          "to receive delivery reports.")
         return CredentialCheck(True, f"Connected to TextBee device {name}.")
 
-    def webhook_payload(self, raw_body: bytes, signature: str | None, config: GatewayConfig) -> dict:
-        if not config.credentials.get("webhook_secret"):
-            raise WebhookRefused("no webhook secret is configured for TextBee")
-        return verified_json(raw_body, signature, config.credentials["webhook_secret"], "X-Signature", "webhookEvent")
-
-    def delivery_report(self, payload: dict) -> DeliveryReport | None:
-        event = payload.get("webhookEvent")
-        if event not in EVENT_STATUSES:
-            return None
-        batch_id = payload.get("smsBatchId") or ""
-        if not batch_id:
-            raise ValueError("TextBee delivery event without smsBatchId")
-        detail = f"TextBee: {event}"
-        if payload.get("errorMessage") or payload.get("errorCode"):
-            detail += f", {payload.get('errorCode') or ''} {payload.get('errorMessage') or ''}".rstrip()
-        return DeliveryReport(str(batch_id), EVENT_STATUSES[event], detail, event)
-
-    def incoming_message(self, payload: dict) -> IncomingMessage | None:
-        if payload.get("webhookEvent") != "MESSAGE_RECEIVED":
-            return None
-        if not payload.get("sender"):
-            raise ValueError("TextBee MESSAGE_RECEIVED without sender")
-        return IncomingMessage(number=payload["sender"], body=payload.get("message") or "",
-                               provider_message_id=str(payload.get("smsId") or payload.get("idempotencyKey") or ""))
+    def parse_callback(self, kind: str, request: CallbackRequest, config: GatewayConfig | None) -> list[CallbackResult]:
+        secret = (config.credentials.get("webhook_secret") if config else "") or ""
+        if not secret:
+            raise CallbackRefused("no webhook secret is configured for TextBee", 403)
+        verified_body(request.raw_body, request.header("X-Signature"), secret, "X-Signature")
+        event = json_payload(request.raw_body, WebhookEvent)
+        if event.webhookEvent in EVENT_STATUSES:
+            if event.smsBatchId in (None, ""):
+                raise CallbackRefused("smsBatchId: a delivery event needs it")
+            detail = f"TextBee: {event.webhookEvent}"
+            if event.errorMessage or event.errorCode:
+                detail += f", {event.errorCode or ''} {event.errorMessage or ''}".rstrip()
+            return [DeliveryReport(str(event.smsBatchId), EVENT_STATUSES[event.webhookEvent], detail, event.webhookEvent)]
+        if event.webhookEvent == "MESSAGE_RECEIVED":
+            if not event.sender:
+                raise CallbackRefused("sender: MESSAGE_RECEIVED needs it")
+            return [IncomingMessage(number=event.sender, body=event.message or "",
+                                    provider_message_id=str(event.smsId or event.idempotencyKey or ""))]
+        return []
 
 
 gateway = TextBeeGateway()

@@ -12,12 +12,16 @@ cannot be reached through Viber: the dispatcher falls back and forgets their Vib
 Callbacks: one webhook, signed with X-Viber-Content-Signature = hex HMAC-SHA256(auth token, raw
 body); events delivered / seen / failed / subscribed / unsubscribed / message / webhook.
 """
+from typing import Annotated
 
 import requests
+from pydantic import Field, StringConstraints
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult, send_one_by_one)
-from mpm.gateways.webhooks import WebhookRefused, verified_json
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, MAX_VIBER_INCOMING_CHARS, REJECTED, SEND_RATE_FIELD,
+                               CallbackRefused, CallbackRequest, CallbackResult, CallbackRoute, CredentialCheck,
+                               DeliveryReport, GatewayConfig, GatewayDefaults, IncomingMessage, OutboundMessage,
+                               SendResult, SettingField, Unsubscribed, send_one_by_one)
+from mpm.gateways.webhooks import MAX_ID, Payload, json_payload, verified_body
 
 LIVE_URL = "https://chatapi.viber.com/pa"
 
@@ -33,13 +37,42 @@ BAD_MESSAGE = {3, 4}
 _http = requests.Session()
 
 
-class ViberGateway:
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class Sender(Payload):
+    id: UserId
+
+
+class Message(Payload):
+    text: Annotated[str, StringConstraints(max_length=MAX_VIBER_INCOMING_CHARS)] | None = None
+
+
+class WebhookEvent(Payload):
+    event: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    message_token: Annotated[int, Field(ge=0, le=MAX_ID)] | Annotated[str, StringConstraints(max_length=100)] | None = None
+    desc: Annotated[str, StringConstraints(max_length=500)] | None = None
+    sender: Sender | None = None
+    message: Message | None = None
+    user_id: UserId | None = None
+
+
+class ViberGateway(GatewayDefaults):
     key = "viber"
     label = "Viber Messaging"
-    deprecated = False
-    credential_fields = ("auth_token",)
-    option_fields = ("sender_name", "send_rate")
+    short_label = "Viber"
+    priority = 30
     default_send_rate = 10.0
+    reaches_only = "people subscribed to the Viber bot"
+    fields = (
+        SettingField("auth_token", "Bot authentication token", secret=True, required=True,
+                     help="Viber admin panel → your bot → its token."),
+        SettingField("sender_name", "Sender name", max_length=28, too_long="Viber allows at most 28 characters.",
+                     help="The name customers see, at most 28 characters (empty: “MPM”)."),
+        SEND_RATE_FIELD,
+    )
+    callbacks = (CallbackRoute("webhook", "Webhook (set with set_webhook)", "/api/viber-messaging/callback/{company}/webhook",
+                               signature_header="X-Viber-Content-Signature"),)
 
     def base_url(self, config: GatewayConfig) -> str:
         return (config.options.get("base_url") or LIVE_URL).rstrip("/")
@@ -101,34 +134,29 @@ class ViberGateway:
             return CredentialCheck(False, f"Viber refused: {answer.get('status_message') or STATUS_NAMES.get(code, code)}.")
         return CredentialCheck(True, f"Connected to the Viber bot \"{answer.get('name', '')}\".")
 
-    def webhook_payload(self, raw_body: bytes, signature: str | None, config: GatewayConfig) -> dict:
-        if not config.credentials.get("auth_token"):
-            raise WebhookRefused("no Viber auth token is configured")
-        return verified_json(raw_body, signature, config.credentials["auth_token"], "X-Viber-Content-Signature", "event")
-
-    def delivery_report(self, payload: dict) -> DeliveryReport | None:
-        event = payload.get("event")
-        if event not in ("delivered", "seen", "failed"):
-            return None
-        token = payload.get("message_token")
-        if token is None:
-            raise ValueError(f"Viber {event} event without message_token")
-        status = "failed" if event == "failed" else "delivered"
-        detail = f"Viber: {event}" + (f", {payload['desc']}" if payload.get("desc") else "")
-        return DeliveryReport(str(token), status, detail, event)
-
-    def incoming_message(self, payload: dict) -> IncomingMessage | None:
-        if payload.get("event") != "message":
-            return None
-        sender = payload.get("sender") or {}
-        message = payload.get("message") or {}
-        if not sender.get("id"):
-            raise ValueError("Viber message event without sender id")
-        return IncomingMessage(number="", body=message.get("text") or "", viber_id=sender["id"],
-                               provider_message_id=str(payload.get("message_token") or ""))
-
-    def unsubscribed_user(self, payload: dict) -> str | None:
-        return payload.get("user_id") if payload.get("event") == "unsubscribed" else None
+    def parse_callback(self, kind: str, request: CallbackRequest, config: GatewayConfig | None) -> list[CallbackResult]:
+        """delivered / seen / failed → a report; message → an incoming message; unsubscribed → the
+        person leaves; "webhook" (the set_webhook check), subscribed, conversation_started: a 200 is all."""
+        token = (config.credentials.get("auth_token") if config else "") or ""
+        if not token:
+            raise CallbackRefused("no Viber auth token is configured", 403)
+        verified_body(request.raw_body, request.header("X-Viber-Content-Signature"), token, "X-Viber-Content-Signature")
+        event = json_payload(request.raw_body, WebhookEvent)
+        if event.event in ("delivered", "seen", "failed"):
+            if event.message_token is None:
+                raise CallbackRefused(f"message_token: a {event.event} event needs it")
+            status = "failed" if event.event == "failed" else "delivered"
+            detail = f"Viber: {event.event}" + (f", {event.desc}" if event.desc else "")
+            return [DeliveryReport(str(event.message_token), status, detail, event.event)]
+        if event.event == "message":
+            if event.sender is None:
+                raise CallbackRefused("sender: a message event needs it")
+            text = event.message.text if event.message else None
+            return [IncomingMessage(number="", body=text or "", viber_id=event.sender.id,
+                                    provider_message_id=str(event.message_token or ""))]
+        if event.event == "unsubscribed" and event.user_id:
+            return [Unsubscribed(event.user_id)]
+        return []
 
 
 gateway = ViberGateway()

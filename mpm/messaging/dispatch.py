@@ -27,9 +27,9 @@ from sqlalchemy import bindparam, insert, or_, select, update
 
 from mpm.extensions import db
 from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, OutboundMessage, SendResult
-from mpm.gateways.catalog import GATEWAY_LABELS
-from mpm.gateways.credentials import UnreadableCredentials
-from mpm.gateways.registry import active_gateway_settings, config_for, get_gateway
+from mpm.credentials import UnreadableCredentials
+from mpm.gateway_settings import active_gateway_settings, config_for
+from mpm.gateways.registry import get_gateway
 from mpm.messaging import ledger, ratelimit, status
 from mpm.models import Broadcast, Person, Sms, SmsEvent
 from mpm.models.base import utcnow
@@ -115,7 +115,7 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
             break
         key = setting.gateway
         gateway = get_gateway(key)
-        label = GATEWAY_LABELS.get(key, key)
+        label = get_gateway(key).label
         outbound = {sid: _outbound(company_id, msg, viber_ids, key) for sid, msg in pending.items()}
         candidates = [pending[sid] for sid, out in outbound.items() if gateway.can_reach(out)]
         if not candidates:
@@ -127,7 +127,7 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
                 msg.reasons.append(f"{label}: {exc}")
             continue
 
-        limits = gateway.quotas(config) if hasattr(gateway, "quotas") else {}
+        limits = gateway.quotas(config)
         if limits:
             granted = ratelimit.take_quota(company_id, key, len(candidates), limits)
             for msg in candidates[granted:]:
@@ -138,7 +138,7 @@ def send_batch(company_id: int, sms_ids: list[int]) -> dict:
                 continue
 
         # An empty send rate on the settings page means the gateway's default pace.
-        rate = (setting.options or {}).get("send_rate") or getattr(gateway, "default_send_rate", None)
+        rate = (setting.options or {}).get("send_rate") or gateway.default_send_rate
         rate = float(rate) if rate else None
         # A rate-limited gateway gets at most one second's worth at a time, not the whole batch in a burst.
         step = max(1, int(rate)) if rate else len(candidates)
@@ -173,7 +173,7 @@ def _attempt(company_id: int, setting, config, chunk: list[_Claimed], outbound: 
     """One call to one gateway for these messages; returns how many it did not take."""
     key = setting.gateway
     gateway = get_gateway(key)
-    label = GATEWAY_LABELS.get(key, key)
+    label = get_gateway(key).label
     # The attempt is on record before the provider hears of it.
     for msg in chunk:
         msg.tried.append(key)

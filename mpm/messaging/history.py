@@ -16,7 +16,7 @@ from sqlalchemy.orm import joinedload
 
 from mpm.customers import name_matches
 from mpm.extensions import db
-from mpm.gateways.catalog import PRIORITY
+from mpm.gateways.registry import priority_order
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import Recipient, SmsRefused, check_body, queue_messages, recipient_for_person
@@ -107,7 +107,7 @@ class HistoryFilter:
 
         return cls(
             status=choice("status", STATUSES),
-            gateway=choice("gateway", PRIORITY),
+            gateway=choice("gateway", priority_order()),
             direction=choice("direction", DIRECTIONS),
             trigger=choice("trigger", TRIGGERS),
             date_from=_parse_date(args.get("from")),

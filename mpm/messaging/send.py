@@ -8,7 +8,9 @@ from flask import current_app
 from sqlalchemy import select
 
 from mpm.extensions import db
-from mpm.gateways.registry import active_gateway_keys
+from mpm.gateway_settings import active_gateway_keys
+from mpm.gateways.base import OutboundMessage
+from mpm.gateways.registry import get_gateway
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo, analyse
 from mpm.models import Person, Sms
@@ -65,9 +67,25 @@ def check_provider(company_id: int, recipients: Sequence[Recipient]) -> list[str
     keys = active_gateway_keys(company_id)
     if not keys:
         raise NoActiveSmsProvider()
-    if keys == ["viber"] and any(r.viber_id is None for r in recipients):
-        raise NoActiveSmsProvider("only Viber is active, and it reaches only people subscribed to the Viber bot.")
+    refusal = subscribers_only_refusal(keys)
+    if refusal and any(not _reachable(keys, r) for r in recipients):
+        raise NoActiveSmsProvider(refusal)
     return keys
+
+
+def subscribers_only_refusal(keys: Sequence[str]) -> str:
+    """Why some people cannot be reached when every active gateway reaches only its subscribers
+    (only Viber is active); "" when one of them reaches any number."""
+    gateways = [get_gateway(key) for key in keys]
+    if not gateways or any(not g.reaches_only for g in gateways):
+        return ""
+    names = " and ".join(g.short_label for g in gateways)
+    return f"only {names} is active, and it reaches only {gateways[0].reaches_only}."
+
+
+def _reachable(keys: Sequence[str], recipient: Recipient) -> bool:
+    probe = OutboundMessage(sms_id=0, number=recipient.number, body="", viber_id=recipient.viber_id)
+    return any(get_gateway(key).can_reach(probe) for key in keys)
 
 
 def queue_messages(

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from conftest import enable_simulated_gateway, make_person
 from mpm.extensions import db
-from mpm.gateways.registry import callback_url
+from mpm.gateway_settings import callback_url
 from mpm.models import MiniGrid, Sms
 
 pytestmark = [pytest.mark.browser, pytest.mark.queue]

@@ -6,8 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 from mpm.extensions import db
-from mpm.gateways.credentials import decrypt
-from mpm.gateways.registry import gateway_setting
+from mpm.credentials import decrypt
+from mpm.gateway_settings import gateway_setting
 
 pytestmark = pytest.mark.browser
 

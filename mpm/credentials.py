@@ -1,4 +1,5 @@
-"""Gateway credentials at rest: Fernet-encrypted JSON, key derived from the app's secret key."""
+"""Gateway credentials at rest (Fernet-encrypted JSON, key derived from the app's secret key), and the
+one masking of secrets in provider text."""
 import base64
 import json
 

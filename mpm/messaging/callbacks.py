@@ -1,0 +1,100 @@
+"""Providers' callbacks: authenticate → parse → apply, for every callback route a registered
+gateway declares. No login, no CSRF (providers post here): each is authenticated by the
+per-company secret in the registered URL and, where the provider signs, by its signature.
+Bad input → 4xx and a log line, never a changed row."""
+import hmac
+import logging
+from dataclasses import dataclass, field
+
+from mpm.credentials import UnreadableCredentials
+from mpm.gateway_settings import callback_secret, config_for, find_gateway_setting
+from mpm.gateways.base import CallbackRefused, CallbackRequest, DeliveryReport, IncomingMessage, Unsubscribed
+from mpm.gateways.registry import callback_routes, get_gateway
+from mpm.messaging.delivery import UnknownMessage, apply_delivery_report, forget_viber_subscriber
+from mpm.messaging.inbound import store_incoming
+
+log = logging.getLogger(__name__)
+
+MAX_DB_ID = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One URL to route: the gateway's key, the route's kind, its URL rule and methods."""
+
+    name: str
+    gateway: str
+    kind: str
+    rule: str
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CallbackAnswer:
+    status: int
+    body: dict = field(default_factory=dict)
+
+
+def endpoints() -> list[Endpoint]:
+    """Every callback URL of the registered gateways."""
+    return [Endpoint(f"{gateway.key}_{route.kind}".replace("-", "_"), gateway.key, route.kind, route.rule, route.methods)
+            for gateway, route in callback_routes()]
+
+
+def receive_callback(gateway_key: str, kind: str, company_id: int, request: CallbackRequest,
+                     remote_addr: str | None = None) -> CallbackAnswer:
+    """Authenticate, parse and apply one provider callback; the answer to give the provider."""
+    gateway = get_gateway(gateway_key)
+    route = next(r for r in gateway.callbacks if r.kind == kind)
+    secret = request.path_params.get("secret") if route.secret_in_path else request.query.get("token")
+
+    def refuse(status: int, why: str) -> CallbackAnswer:
+        log.warning("callback refused (%s): %s company=%s gateway=%s from=%s", status, why, company_id,
+                    gateway_key, remote_addr)
+        return CallbackAnswer(status, {"error": why})
+
+    config = None
+    if route.signature_header:  # the signature key is in the decrypted credentials
+        setting = find_gateway_setting(company_id, gateway_key) if 0 < company_id <= MAX_DB_ID else None
+        if setting is None or not _same(setting.callback_secret, secret):
+            return refuse(403, "wrong or missing token")
+        try:
+            config = config_for(setting)
+        except UnreadableCredentials as exc:
+            return refuse(403, str(exc))
+    elif not (0 < company_id <= MAX_DB_ID and _same(callback_secret(company_id, gateway_key), secret)):
+        return refuse(403, "wrong secret" if route.secret_in_path else "wrong or missing token")
+    try:
+        results = gateway.parse_callback(kind, request, config)
+    except CallbackRefused as exc:
+        return refuse(exc.status, str(exc))
+    return _apply(company_id, gateway_key, results, refuse)
+
+
+def _apply(company_id: int, gateway_key: str, results, refuse) -> CallbackAnswer:
+    reports = [r for r in results if isinstance(r, DeliveryReport)]
+    for result in results:
+        if isinstance(result, IncomingMessage):
+            store_incoming(company_id, gateway_key, result)
+        elif isinstance(result, Unsubscribed):
+            forget_viber_subscriber(company_id, result.viber_id)
+    if not reports:
+        return CallbackAnswer(200, {"ok": True})
+    try:
+        changed = _receive_delivery_reports(company_id, gateway_key, reports)
+    except UnknownMessage as exc:
+        return refuse(404, f"unknown message {exc}")
+    return CallbackAnswer(200, {"ok": True, "changed": changed})
+
+
+def _receive_delivery_reports(company_id: int, gateway_key: str, reports: list[DeliveryReport]) -> bool:
+    """The one place delivery reports are handed on (to become receive_delivery_reports(company_id,
+    gateway, reports) with the durable report queue)."""
+    changed = False
+    for report in reports:
+        changed = apply_delivery_report(company_id, gateway_key, report) or changed
+    return changed
+
+
+def _same(stored: str | None, given: str | None) -> bool:
+    return bool(stored) and bool(given) and hmac.compare_digest(stored.encode(), given.encode("utf-8", "replace"))
