@@ -38,6 +38,10 @@ def from_environment() -> dict:
         "SMS_RETRY_BASE_SECONDS": _int("MPM_SMS_RETRY_BASE_SECONDS", 30),
         "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 100),
         "GATEWAY_TIMEOUT_SECONDS": float(os.environ.get("MPM_GATEWAY_TIMEOUT", "10")),
+        # How often a worker runs the sweep, and how long a broadcast's fan-out lease lasts without
+        # renewal: together they bound how soon a fan-out killed with its worker goes on.
+        "SWEEP_EVERY_SECONDS": _int("MPM_SWEEP_EVERY_SECONDS", 60),
+        "FANOUT_LEASE_SECONDS": _int("MPM_FANOUT_LEASE_SECONDS", 45),
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),
         "RATELIMIT_STORAGE_URI": os.environ.get("MPM_RATELIMIT_STORAGE_URI", "memory://"),

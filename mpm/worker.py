@@ -14,17 +14,21 @@ SWEEP_EVERY_SECONDS = 60
 SWEEP_LOCK = "mpm:sweep:enqueued"
 
 
+def sweep_interval(app: Flask) -> int:
+    return int(app.config.get("SWEEP_EVERY_SECONDS") or SWEEP_EVERY_SECONDS)
+
+
 def enqueue_sweep_once_per_interval(app: Flask) -> bool:
     """However many workers run, the sweep is enqueued once per interval (a Redis lock decides)."""
     with app.app_context():
-        if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=SWEEP_EVERY_SECONDS - 1):
+        if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=max(1, sweep_interval(app) - 1)):
             queue(HIGH).enqueue(SWEEP_JOB, job_timeout=300)
             return True
     return False
 
 
 def _sweep_timer(app: Flask, stop: threading.Event) -> None:
-    while not stop.wait(SWEEP_EVERY_SECONDS / 4):
+    while not stop.wait(sweep_interval(app) / 4):
         try:
             enqueue_sweep_once_per_interval(app)
         except Exception:  # Redis away for a moment: try again next tick

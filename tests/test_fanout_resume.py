@@ -123,3 +123,13 @@ def test_a_finished_fanout_whose_done_check_died_is_settled(app, crowd):
     run_jobs(app)
     db.session.expire_all()
     assert db.session.get(Broadcast, crowd.id).state == "done"
+
+
+def test_a_scheduled_job_long_overdue_is_not_waited_for(crowd):
+    """RQ's scheduler dies with its worker and another worker takes it over only minutes later: a
+    check or retry due long ago is stuck, not waiting."""
+    queue(BULK).remove(next_fanout_job(crowd.id).id)
+    lifecycle.enqueue_fanout(crowd, at=utcnow() + timedelta(seconds=10))
+    assert fanout.resume_stalled_fanouts() == []
+    assert fanout.resume_stalled_fanouts(now=utcnow() + timedelta(seconds=25)) == []
+    assert fanout.resume_stalled_fanouts(now=utcnow() + timedelta(seconds=60)) == [crowd.id]

@@ -17,6 +17,7 @@ import re
 from datetime import datetime, timedelta
 from functools import lru_cache
 
+from flask import current_app
 from rq import get_current_job
 from sqlalchemy import DateTime, String, cast, insert, literal, or_, select, update
 
@@ -36,8 +37,13 @@ from mpm.queue import BULK, queue
 DONE_CHECK_JOB = "mpm.broadcasts.fanout.check_done"
 DONE_CHECK_EVERY = timedelta(seconds=30)
 EXPIRED_REASON = "validity period of the broadcast ended before it could be sent"
-# Far longer than one chunk takes; short enough that the sweep resumes a killed fan-out within 2 minutes.
+# The lease lasts far longer than one chunk takes, and is short enough that the sweep resumes a
+# killed fan-out within 2 minutes (config FANOUT_LEASE_SECONDS, 45 s).
 LEASE_SECONDS = 45
+
+
+def _lease_seconds() -> int:
+    return int(current_app.config.get("FANOUT_LEASE_SECONDS") or LEASE_SECONDS)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ def _lease(broadcast_id: int) -> str:
 def run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
     if superseded(broadcast_id, get_current_job()):
         return "superseded"
-    leases.hold(_lease(broadcast_id), LEASE_SECONDS)
+    leases.hold(_lease(broadcast_id), _lease_seconds())
     try:
         return _run_broadcast(broadcast_id, now)
     finally:
@@ -88,7 +94,7 @@ def _run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
     result = expand_chunk(broadcast, expired=deadline is not None and now >= deadline, now=now)
     if result is None:
         return "stopped"
-    leases.hold(_lease(broadcast_id), LEASE_SECONDS)
+    leases.hold(_lease(broadcast_id), _lease_seconds())
     enqueue_unsent(broadcast)
     if broadcast.fanout_finished_at is not None:
         _check_done_later(broadcast, now=True)
@@ -190,7 +196,7 @@ def check_done(broadcast_id: int) -> str:
     broadcast = db.session.get(Broadcast, broadcast_id)
     if broadcast is None:
         return "gone"
-    leases.hold(_lease(broadcast_id), LEASE_SECONDS)
+    leases.hold(_lease(broadcast_id), _lease_seconds())
     try:
         progress.settle(broadcast)
         if broadcast.state == "sending":
@@ -215,7 +221,7 @@ def resume_stalled_fanouts(now: datetime | None = None) -> list[int]:
         # Job status before lease: a job that starts after its status was read counts as waiting.
         # (One that started just before may not hold its lease yet: the duplicate chain this
         # starts stops at its first job, which finds itself superseded.)
-        if next_job_waiting(broadcast.id) or leases.held(_lease(broadcast.id)):
+        if next_job_waiting(broadcast.id, now) or leases.held(_lease(broadcast.id)):
             continue
         if broadcast.fanout_finished_at is None:
             log.warning("broadcast #%s: fan-out job lost, resuming after person #%s",

@@ -11,6 +11,7 @@ from flask import current_app
 from rq import Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 
 from mpm.audit import audit
@@ -225,22 +226,30 @@ def enqueue_fanout(broadcast: Broadcast, at: datetime | None = None) -> None:
 _NEXT_JOB = "mpm:broadcast:next-job:"
 _NEXT_JOB_TTL = (MAX_VALIDITY_HOURS + 24) * 3600
 _WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+SCHEDULER_LATE = timedelta(seconds=20)
 
 
 def record_next_job(broadcast_id: int, job: Job) -> None:
     redis_connection().set(_NEXT_JOB + str(broadcast_id), job.id, ex=_NEXT_JOB_TTL)
 
 
-def next_job_waiting(broadcast_id: int) -> bool:
-    """True while the broadcast's next job sits in the queue (or waits for its time or a retry)."""
+def next_job_waiting(broadcast_id: int, now: datetime | None = None) -> bool:
+    """True while the broadcast's next job sits in the queue, or waits for its time or a retry.
+    A job whose time is long past is not waiting but stuck: RQ's scheduler died with its worker
+    (another worker takes the scheduler over only after a few minutes)."""
     connection = redis_connection()
     job_id = connection.get(_NEXT_JOB + str(broadcast_id))
     if job_id is None:
         return False
     try:
-        return Job.fetch(job_id.decode(), connection=connection).get_status() in _WAITING
+        job = Job.fetch(job_id.decode(), connection=connection)
+        state = job.get_status()
+        if state == JobStatus.SCHEDULED:
+            due = ScheduledJobRegistry(job.origin, connection=connection).get_scheduled_time(job)
+            return due >= (now or utcnow()) - SCHEDULER_LATE
     except NoSuchJobError:
         return False
+    return state in _WAITING
 
 
 def superseded(broadcast_id: int, job: Job | None) -> bool:
