@@ -86,8 +86,8 @@ def seed(people: int, company_name: str = "Bench Grid Co"):
 
 def enable_simulator(company_id: int, simulator_url: str):
     from mpm.extensions import db
-    from mpm.gateways.credentials import encrypt
-    from mpm.gateways.registry import gateway_setting
+    from mpm.credentials import encrypt
+    from mpm.gateway_settings import gateway_setting
 
     setting = gateway_setting(company_id, "africastalking")
     setting.enabled, setting.valid = True, True
@@ -100,7 +100,8 @@ def enable_simulator(company_id: int, simulator_url: str):
 def raw_rate(setting, people: int, body: str, batch_size: int) -> float:
     """The same batches straight to the simulator through the gateway module: no DB, no queue."""
     from mpm.gateways.base import OutboundMessage
-    from mpm.gateways.registry import config_for, get_gateway
+    from mpm.gateway_settings import config_for
+    from mpm.gateways.registry import get_gateway
 
     gateway, config = get_gateway("africastalking"), config_for(setting)
     started = time.perf_counter()

@@ -58,7 +58,7 @@ def seed(database_url: str, reports: int) -> tuple[int, str]:
 
     from mpm import create_app
     from mpm.extensions import db
-    from mpm.gateways.credentials import encrypt
+    from mpm.credentials import encrypt
     from mpm.models import Company, GatewaySetting, Sms
     from mpm.models.base import utcnow
 

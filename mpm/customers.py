@@ -1,11 +1,11 @@
 """Finding people and editing their phone numbers. Plain functions: ids and values in, rows out."""
-import math
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from mpm.extensions import db
+from mpm.paging import numbered_page
 from mpm.models import Company, CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
 from mpm.phones import InvalidPhoneNumber, to_e164
 
@@ -92,15 +92,8 @@ def people_page(company_id: int, flt: PeopleFilter, per_page: int) -> PeoplePage
         condition = _search_condition(flt.q, company.default_region)
         if condition is not None:
             stmt = stmt.where(condition)
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
-    pages = max(math.ceil(total / per_page), 1)
-    page = min(flt.page, pages)
-    people = list(
-        db.session.scalars(
-            stmt.order_by(Person.surname, Person.name, Person.id).limit(per_page).offset((page - 1) * per_page)
-        )
-    )
-    return PeoplePage(people=people, total=total, page=page, pages=pages)
+    found = numbered_page(stmt.order_by(Person.surname, Person.name, Person.id), flt.page, per_page)
+    return PeoplePage(people=found.rows, total=found.total, page=found.page, pages=found.pages)
 
 
 def company_person(company_id: int, raw_id) -> Person | None:

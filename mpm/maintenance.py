@@ -1,13 +1,13 @@
 """Maintenance tickets: create for a customer, assign to an agent or service provider, comment, close.
 Creating, (re-)assigning and closing each send a templated SMS to the customer and to the assignee."""
-import math
 from dataclasses import dataclass, field
 from datetime import date
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from mpm import sms_templates
 from mpm.extensions import db
+from mpm.paging import numbered_page
 from mpm.messaging.send import SmsRefused, queue_messages, recipient_for_person
 from mpm.models import MaintenanceTicket, Person, Sms, TicketComment
 from mpm.models.base import utcnow
@@ -197,9 +197,5 @@ def tickets_page(company_id: int, status: str = "open", page: int = 1, per_page:
     stmt = select(MaintenanceTicket).where(MaintenanceTicket.company_id == company_id)
     if status != "all":
         stmt = stmt.where(MaintenanceTicket.status == status)
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
-    pages = max(math.ceil(total / per_page), 1)
-    page = min(max(page, 1), pages)
-    rows = list(db.session.scalars(stmt.order_by(MaintenanceTicket.created_at.desc(), MaintenanceTicket.id.desc())
-                                   .limit(per_page).offset((page - 1) * per_page)))
-    return TicketsPage(rows, total, page, pages, status)
+    found = numbered_page(stmt.order_by(MaintenanceTicket.created_at.desc(), MaintenanceTicket.id.desc()), page, per_page)
+    return TicketsPage(found.rows, found.total, found.page, found.pages, status)

@@ -21,7 +21,7 @@ from mpm.gateways.registry import all_gateways, get_gateway
 from mpm.messaging import status
 from mpm.messaging.send import NO_ACTIVE_PROVIDER, Recipient, queue_messages
 from mpm.models import AuditEntry, Company, GatewaySetting, Sms
-from mpm.models.base import utcnow
+from mpm.models.base import as_utc, utcnow
 from mpm.phones import to_e164
 
 AUDIT_PREFIX = "plugin."
@@ -423,8 +423,7 @@ def find_test_sms(company_id: int, sms_id: int) -> Sms | None:
 def worth_polling(sms: Sms, minutes: int = 5) -> bool:
     """The test SMS panel refreshes itself until the message settles, or gives up after a few minutes
     (a provider that never reports delivery would otherwise keep it polling forever)."""
-    created = sms.created_at if sms.created_at.tzinfo else sms.created_at.replace(tzinfo=utcnow().tzinfo)
-    return sms.status not in status.FINAL and utcnow() - created < timedelta(minutes=minutes)
+    return sms.status not in status.FINAL and utcnow() - as_utc(sms.created_at) < timedelta(minutes=minutes)
 
 
 # ---------------------------------------------------------------- the overview page

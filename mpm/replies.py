@@ -1,6 +1,5 @@
 """What an incoming SMS makes happen (opt-out and back in, the resend key, ticket comments), and the
 SMS inbox from which staff read and answer incoming messages."""
-import math
 import re
 from dataclasses import dataclass
 
@@ -8,6 +7,7 @@ from sqlalchemy import func, select, update
 
 from mpm.audit import audit
 from mpm.extensions import db
+from mpm.paging import numbered_page
 from mpm.messaging import ledger
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages
 from mpm.models import Company, Person, Sms
@@ -165,12 +165,8 @@ def inbox_page(company_id: int, only_unread: bool = False, page: int = 1, per_pa
     stmt = select(Sms).where(Sms.company_id == company_id, Sms.direction == "inbound")
     if only_unread:
         stmt = stmt.where(Sms.read_at.is_(None))
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
-    pages = max(math.ceil(total / per_page), 1)
-    page = min(max(page, 1), pages)
-    rows = list(db.session.scalars(stmt.order_by(Sms.created_at.desc(), Sms.id.desc())
-                                   .limit(per_page).offset((page - 1) * per_page)))
-    return InboxPage(rows, unread_count(company_id), total, page, pages, only_unread)
+    found = numbered_page(stmt.order_by(Sms.created_at.desc(), Sms.id.desc()), page, per_page)
+    return InboxPage(found.rows, unread_count(company_id), found.total, found.page, found.pages, only_unread)
 
 
 def mark_read(sms: Sms, read: bool = True) -> None:

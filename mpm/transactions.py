@@ -2,16 +2,16 @@
 
 A provider may post the same payment twice: its provider reference finds the first transaction, and the
 confirmation's dedupe key (transaction:<id>:confirmation) makes queue_messages return the first SMS."""
-import math
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from mpm import sms_templates
 from mpm.extensions import db
+from mpm.paging import numbered_page
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages, recipient_for_person
 from mpm.models import Company, Person, PhoneNumber, Sms, Transaction
 from mpm.phones import InvalidPhoneNumber, to_e164
@@ -330,12 +330,9 @@ def transactions_page(company_id: int, page: int = 1, per_page: int = 25, q: str
             people = people.where(Person.name.ilike(f"%{word}%") | Person.surname.ilike(f"%{word}%"))
         stmt = stmt.where(Transaction.person_id.in_(people) | Transaction.provider_reference.ilike(f"%{q}%")
                           | Transaction.token.ilike(f"%{q}%"))
-    total = db.session.scalar(select(func.count()).select_from(stmt.subquery()))
-    pages = max(math.ceil(total / per_page), 1)
-    page = min(max(page, 1), pages)
-    rows = list(db.session.scalars(stmt.order_by(Transaction.created_at.desc(), Transaction.id.desc())
-                                   .limit(per_page).offset((page - 1) * per_page)))
-    return TransactionsPage(rows, confirmations(company_id, [t.id for t in rows]), total, page, pages)
+    found = numbered_page(stmt.order_by(Transaction.created_at.desc(), Transaction.id.desc()), page, per_page)
+    return TransactionsPage(found.rows, confirmations(company_id, [t.id for t in found.rows]), found.total, found.page,
+                            found.pages)
 
 
 def confirmations(company_id: int, transaction_ids: list[int]) -> dict[int, Sms]:

@@ -16,7 +16,7 @@ from mpm.broadcasts.lifecycle import BroadcastForm, BroadcastRefused
 from mpm.extensions import db
 from mpm.messaging.send import NoActiveSmsProvider
 from mpm.models import Broadcast, CustomerGroup, CustomerType, MiniGrid, Sms, SmsEvent
-from mpm.models.base import utcnow
+from mpm.models.base import as_utc, utcnow
 from mpm.queue import BULK, queue
 
 UTC = timezone.utc
@@ -211,8 +211,8 @@ def test_confirm_stores_the_broadcast_and_the_job_creates_the_messages(logged_in
     rows = db.session.scalars(select(Sms).where(Sms.broadcast_id == broadcast_id).order_by(Sms.person_id)).all()
     assert [r.person_id for r in rows] == [town["amina"], town["baraka"], town["chege"]]
     assert {(r.trigger, r.lane, r.status, r.sender_user_id) for r in rows} == {("broadcast", "bulk", "queued", admin.id)}
-    expires = schedule.as_utc(rows[0].expires_at)
-    assert expires == schedule.as_utc(broadcast.started_at) + timedelta(hours=6)
+    expires = as_utc(rows[0].expires_at)
+    assert expires == as_utc(broadcast.started_at) + timedelta(hours=6)
     sent_ids = [i for args in bulk_job_args("mpm.messaging.dispatch.send_batch") for i in args[1]]
     assert sorted(sent_ids) == sorted(r.id for r in rows)
     assert db.session.scalar(select(func.count(SmsEvent.id)).where(SmsEvent.status == "queued")) == 3
@@ -228,7 +228,7 @@ def test_schedule_is_read_in_the_company_time_zone_and_waits_for_its_time(compan
         audience=Audience(all_customers=True), body="Tariff change", when="later", send_at="2026-12-01T08:30"),
         now=now)
     # 08:30 in Nairobi (UTC+3) is 05:30 UTC.
-    assert schedule.as_utc(broadcast.scheduled_for) == datetime(2026, 12, 1, 5, 30, tzinfo=UTC)
+    assert as_utc(broadcast.scheduled_for) == datetime(2026, 12, 1, 5, 30, tzinfo=UTC)
     lifecycle.confirm(company.id, broadcast.id, admin.id, now=now)
     assert broadcast.state == "scheduled"
     registry = ScheduledJobRegistry(queue=queue(BULK))
@@ -240,7 +240,7 @@ def test_schedule_is_read_in_the_company_time_zone_and_waits_for_its_time(compan
     db.session.refresh(broadcast)
     assert broadcast.state == "sending" and db.session.scalar(select(func.count(Sms.id))) == 3
     # The validity period counts from the scheduled start.
-    assert schedule.as_utc(broadcast.expires_at) == datetime(2026, 12, 2, 5, 30, tzinfo=UTC)
+    assert as_utc(broadcast.expires_at) == datetime(2026, 12, 2, 5, 30, tzinfo=UTC)
 
 
 def test_a_schedule_in_the_past_is_refused(company, town):
@@ -282,7 +282,7 @@ def test_nothing_is_created_inside_quiet_hours_and_the_rest_waits_for_their_end(
     assert db.session.scalar(select(func.count(Sms.id))) == 0
     db.session.refresh(broadcast)
     morning = datetime(2026, 12, 2, 4, 0, tzinfo=UTC)  # 07:00 in Nairobi
-    assert schedule.as_utc(broadcast.waiting_until) == morning
+    assert as_utc(broadcast.waiting_until) == morning
     registry = ScheduledJobRegistry(queue=queue(BULK))
     assert morning in [registry.get_scheduled_time(j) for j in registry.get_job_ids()]
     run_fanout_until_idle(broadcast.id, now=morning)

@@ -15,7 +15,7 @@ from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.gateways import registry
 from mpm.gateways.africastalking import LIVE_URL as AT_URL
 from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, SEND_RATE_FIELD, CallbackRefused, CallbackRequest, CallbackRoute,
-                               CredentialCheck, DeliveryReport, GatewayConfig, GatewayDefaults, OutboundMessage,
+                               CredentialCheck, DeliveryReport, Gateway, GatewayConfig, GatewayDefaults, OutboundMessage,
                                SendResult, SettingField)
 from mpm.gateways.webhooks import Payload, validated
 from mpm.messaging.send import Recipient, queue_messages
@@ -66,6 +66,16 @@ class PigeonGateway(GatewayDefaults):
         if report.state not in ("delivered", "failed"):
             raise CallbackRefused(f"state: unknown ({report.state[:20]!r})")
         return [DeliveryReport(report.ref, report.state, f"Pigeon: {report.state}", report.state)]
+
+
+def test_every_registered_gateway_declares_the_whole_interface():
+    gateways = registry.all_gateways()
+    assert [g.key for g in gateways] == ["africastalking", "textbee", "viber", "android", "pigeon"]
+    assert all(isinstance(g, Gateway) for g in gateways)
+    # Every callback path is distinct, and each gateway's settings fields are named once.
+    rules = [route.rule for _, route in registry.callback_routes()]
+    assert len(rules) == len(set(rules))
+    assert all(len({f.name for f in g.fields}) == len(g.fields) for g in gateways)
 
 
 @pytest.fixture(autouse=True)

@@ -244,3 +244,47 @@ def test_a_non_ascii_signature_header_is_refused_not_a_crash(client, tenants, ga
                            headers={SIGNING_HEADER[gateway]: "\u00e9" * 64})
     assert response.status_code == 403
     assert _snapshot() == before
+
+
+# A valid payload per event, and the fields a wrong-typed value is put in.
+TYPED_PAYLOADS = {
+    "textbee": [({"webhookEvent": "MESSAGE_DELIVERED", "smsBatchId": "tb-batch-1", "errorMessage": ""},
+                 ["webhookEvent", "smsBatchId", "errorMessage"]),
+                ({"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254700000001", "message": "hi", "smsId": "s-1"},
+                 ["webhookEvent", "sender", "message", "smsId"])],
+    "viber": [({"event": "delivered", "message_token": 51000}, ["event", "message_token"]),
+              ({"event": "message", "message_token": 7, "sender": {"id": "viber-user-1"}, "message": {"text": "hi"}},
+               ["event", "sender", "message"]),
+              ({"event": "unsubscribed", "user_id": "viber-user-1"}, ["event", "user_id"])],
+}
+# Of no type any of those fields takes: a container where a scalar goes (or a list where an object goes),
+# an integer beyond 64 bits, or deep nesting.
+WRONG_TYPED = st.one_of(
+    st.lists(st.text(max_size=5), max_size=3),
+    st.integers(min_value=2**63).map(lambda n: n * 1000) | st.integers(max_value=-(2**63)),
+    st.recursive(st.just([]), lambda inner: st.lists(inner, min_size=1, max_size=1), max_leaves=40),
+)
+SCALAR_ONLY = {"webhookEvent", "smsBatchId", "errorMessage", "sender", "message", "smsId", "event",
+               "message_token", "user_id"}
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_signed_payloads_with_wrong_typed_fields_are_a_400_naming_the_field_and_change_nothing(client, tenants, data):
+    owner = tenants[0]
+    gateway = data.draw(st.sampled_from(sorted(TYPED_PAYLOADS)))
+    payload, fields = data.draw(st.sampled_from(TYPED_PAYLOADS[gateway]))
+    field = data.draw(st.sampled_from(fields))
+    wrong = data.draw(WRONG_TYPED | (st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)
+                                     if field in SCALAR_ONLY else st.text(max_size=20)))
+    raw = json.dumps({**payload, field: wrong}).encode()
+    signature = hmac.new(owner["signing"][gateway].encode(), raw, hashlib.sha256).hexdigest()
+    path = {"textbee": "/api/textbee-sms-gateway/callback/{c}/webhook",
+            "viber": "/api/viber-messaging/callback/{c}/webhook"}[gateway].format(c=owner["id"])
+    before = _snapshot()
+    response = client.post(f"{path}?token={owner['secrets'][gateway]}", data=raw, content_type="application/json",
+                           headers={SIGNING_HEADER[gateway]: signature})
+    assert response.status_code == 400, (field, wrong, response.get_data(as_text=True)[:200])
+    assert response.get_json()["error"].startswith(field)
+    assert _snapshot() == before

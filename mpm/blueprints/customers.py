@@ -3,9 +3,10 @@ from flask import Blueprint, current_app, render_template, request
 from flask_login import login_required
 
 from mpm import customers
+from mpm.messaging.history import send_panel
 from mpm.models import Person
 from mpm.phones import InvalidPhoneNumber
-from mpm.web import company_id, get_for_company_or_404, page_or_fragment
+from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -35,7 +36,7 @@ def picker():
 @login_required
 def detail(person_id: int):
     person = get_for_company_or_404(Person, person_id)
-    return render_template("customers/detail.html", person=person)
+    return render_template("customers/detail.html", person=person, panel=send_panel(company_id(), person))
 
 
 @bp.post("/<int:person_id>/numbers/<int:number_id>/primary")
@@ -63,5 +64,6 @@ def add_number(person_id: int):
 def _numbers_fragment(person: Person, error: str | None = None, typed: str = "", status: int = 200):
     # The whole page on a plain form post (no JavaScript), the numbers card for htmx.
     return page_or_fragment(
-        "customers/detail.html", "customers/_numbers.html", person=person, number_error=error, typed=typed
+        "customers/detail.html", "customers/_numbers.html", person=person, number_error=error, typed=typed,
+        panel=None if is_htmx() else send_panel(company_id(), person)
     ), status

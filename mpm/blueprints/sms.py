@@ -7,12 +7,12 @@ from flask import (Blueprint, Response, current_app, flash, g, redirect, render_
 from flask_login import current_user, login_required
 
 from mpm import customers, phones
-from mpm.plugins import gateway_labels
-from mpm.messaging import history
+from mpm.messaging import history, send
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused
 from mpm.models import Person, Sms
 from mpm.models.base import utcnow
+from mpm.plugins import gateway_labels
 from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")
@@ -33,12 +33,6 @@ def local_time_filter(moment):
 
 # A history page shows the same few numbers many times; parsing each with phonenumbers is the slow part.
 bp.app_template_filter("sms_phone")(lru_cache(maxsize=4096)(phones.display))
-
-
-@bp.app_template_global()
-def sms_panel(person: Person) -> history.SendPanel:
-    """Data of the customer page's SMS section (that page is rendered by the customers blueprint)."""
-    return history.send_panel(company_id(), person)
 
 
 @bp.app_template_global()
@@ -65,14 +59,15 @@ def send_to_person(person_id: int):
     person = get_for_company_or_404(Person, person_id)
     body = request.form.get("body", "")
     try:
-        sms = history.send_to_person(company_id(), person.id, body, current_user.id)
+        sms = send.send_to_person(company_id(), person.id, body, current_user.id)
     except SmsRefused as exc:
         return page_or_fragment("customers/detail.html", "customers/_sms_section.html", person=person,
-                                sms_body=body, **_refusal(exc)), 422
+                                panel=history.send_panel(company_id(), person), sms_body=body, **_refusal(exc)), 422
     if not is_htmx():
         flash(f"Message #{sms.id} is queued for {person.full_name}.")
         return redirect(url_for("customers.detail", person_id=person.id, _anchor="sms-section"))
-    return render_template("customers/_sms_section.html", person=person, sms_sent=sms)
+    return render_template("customers/_sms_section.html", person=person, sms_sent=sms,
+                           panel=history.send_panel(company_id(), person))
 
 
 @bp.get("/people/<int:person_id>/history")
@@ -81,7 +76,7 @@ def person_history(person_id: int):
     """The panel's history list; it polls itself here while any shown row is in flight."""
     person = get_for_company_or_404(Person, person_id)
     return page_or_fragment("customers/detail.html", "sms/_person_history.html", person=person,
-                            panel=sms_panel(person))
+                            panel=history.send_panel(company_id(), person))
 
 
 # ---------------------------------------------------------------- history of the company
@@ -130,7 +125,7 @@ def detail(sms_id: int):
 def resend(sms_id: int):
     sms = get_for_company_or_404(Sms, sms_id)
     try:
-        new = history.resend(company_id(), sms.id, current_user.id)
+        new = send.resend(company_id(), sms.id, current_user.id)
     except SmsRefused as exc:
         return render_template("sms/detail.html", detail=history.message_detail(sms), **_refusal(exc)), 422
     flash(f"Message #{sms.id} is queued again as message #{new.id}.")
@@ -151,14 +146,14 @@ def new_message():
         # A plain GET (no JavaScript) carries the picked people and the search in the URL.
         ids = _ids(request.args.getlist("person_id")) + _ids(request.args.getlist("add"))
         q = request.args.get("q", "").strip()
-        return render_template("sms/new.html", chosen=history.chosen_people(company_id(), ids), q=q,
+        return render_template("sms/new.html", chosen=send.chosen_people(company_id(), ids), q=q,
                                found=_search(q), body=request.args.get("body", ""))
     ids = _ids(request.form.getlist("person_id"))
     body = request.form.get("body", "")
     try:
-        result = history.send_to_people(company_id(), ids, body, current_user.id)
+        result = send.send_to_people(company_id(), ids, body, current_user.id)
     except SmsRefused as exc:
-        return page_or_fragment("sms/new.html", "sms/_compose.html", chosen=history.chosen_people(company_id(), ids),
+        return page_or_fragment("sms/new.html", "sms/_compose.html", chosen=send.chosen_people(company_id(), ids),
                                 body=body, q="", found=None, **_refusal(exc)), 422
     return page_or_fragment("sms/new.html", "sms/_compose.html", chosen=[], body="", q="", found=None,
                             result=result)
@@ -188,4 +183,4 @@ def recipients():
     ids = _ids(request.args.getlist("person_id")) + _ids(request.args.getlist("add"))
     if not is_htmx():
         return redirect(url_for("sms.new_message", person_id=ids))
-    return render_template("sms/_recipients.html", chosen=history.chosen_people(company_id(), ids))
+    return render_template("sms/_recipients.html", chosen=send.chosen_people(company_id(), ids))

@@ -31,7 +31,7 @@ from mpm.messaging import status
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import enqueue_batches
 from mpm.models import Broadcast, Company, Sms, SmsEvent
-from mpm.models.base import utcnow
+from mpm.models.base import as_utc, utcnow
 from mpm.queue import BULK, queue
 
 DONE_CHECK_JOB = "mpm.broadcasts.fanout.check_done"
@@ -69,7 +69,7 @@ def _run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
         return "stopped"
     company = db.session.get(Company, broadcast.company_id)
     if broadcast.state == "scheduled":
-        start = schedule.as_utc(broadcast.scheduled_for)
+        start = as_utc(broadcast.scheduled_for)
         if start is not None and start > now + timedelta(seconds=1):
             enqueue_fanout(broadcast, at=start)  # woke up early (clock skew): go back to sleep
             return "scheduled"
@@ -90,7 +90,7 @@ def _run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
         db.session.commit()
         enqueue_fanout(broadcast, at=quiet_end)
         return "quiet hours"
-    deadline = schedule.as_utc(broadcast.expires_at)
+    deadline = as_utc(broadcast.expires_at)
     result = expand_chunk(broadcast, expired=deadline is not None and now >= deadline, now=now)
     if result is None:
         return "stopped"

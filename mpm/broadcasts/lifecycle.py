@@ -24,7 +24,7 @@ from mpm.messaging.encoding import BodyInfo
 from mpm.messaging.send import (NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches,
                                 subscribers_only_refusal)
 from mpm.models import Broadcast, Company, Sms
-from mpm.models.base import utcnow
+from mpm.models.base import as_utc, utcnow
 from mpm.queue import BULK, queue, redis_connection
 
 DEFAULT_PRICE_PER_SEGMENT = Decimal("0.80")
@@ -189,7 +189,7 @@ def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: dateti
     counts = audiences.count(company_id, audience)
     if counts.recipients == 0:
         raise BroadcastRefused("Nobody in this audience can receive SMS any more.")
-    scheduled_for = schedule.as_utc(broadcast.scheduled_for)
+    scheduled_for = as_utc(broadcast.scheduled_for)
     if scheduled_for is not None and scheduled_for < now - timedelta(minutes=1):
         # The draft waited past its time: sending now would surprise; let them pick again.
         raise BroadcastRefused("The scheduled time has passed while this waited for confirmation. "
@@ -293,7 +293,7 @@ def resume(company_id: int, broadcast_id: int, user_id: int | None, now: datetim
     if broadcast.state != "paused":
         raise BroadcastRefused(f"Only a paused broadcast can be resumed; this one is {broadcast.state}.")
     _check_provider(company_id, Audience.from_json(broadcast.audience))
-    scheduled_for = schedule.as_utc(broadcast.scheduled_for)
+    scheduled_for = as_utc(broadcast.scheduled_for)
     later = broadcast.started_at is None and scheduled_for is not None and scheduled_for > now
     new = "scheduled" if later else "sending"
     values = {} if later or broadcast.started_at else {"started_at": now}

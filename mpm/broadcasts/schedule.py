@@ -3,6 +3,8 @@
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mpm.models.base import as_utc
+
 
 class ScheduleError(ValueError):
     pass
@@ -13,13 +15,6 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite gives back naive datetimes; everything stored is UTC."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def parse_local(text: str, tz_name: str) -> datetime:

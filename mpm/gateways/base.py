@@ -1,7 +1,7 @@
 """The one interface every gateway module implements."""
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 ACCEPTED = "accepted"  # the gateway took the message (provider id known)
 REJECTED = "rejected"  # permanent for this message (bad number, blacklisted…): fail, no fallback
@@ -192,6 +192,7 @@ MAX_VIBER_INCOMING_CHARS = 7000
 
 # --- the interface ------------------------------------------------------------------------------------------
 
+@runtime_checkable
 class Gateway(Protocol):
     key: str  # "africastalking", "textbee", "viber", "android"; also the settings URL part
     label: str  # the plugin's full name

@@ -1,5 +1,5 @@
 """SMS history: filtered lists with keyset pagination, the CSV export, a person's latest messages,
-one message with its timeline, and resending a failed message. Plain functions: ids and values in.
+and one message with its timeline. Read-only: sending (resend included) is mpm.messaging.send.
 
 Pages are cut on (created_at, id), newest first, so every page is one index range scan on
 ix_sms_company_created however deep it is (no OFFSET, no COUNT over a million rows)."""
@@ -17,24 +17,19 @@ from sqlalchemy.orm import joinedload
 from mpm.customers import name_matches
 from mpm.extensions import db
 from mpm.gateways.registry import priority_order
-from mpm.messaging import ledger, status
+from mpm.messaging import status
 from mpm.messaging.encoding import analyse
-from mpm.messaging.send import Recipient, SmsRefused, check_body, queue_messages, recipient_for_person
+from mpm.messaging.send import RESENDABLE, SmsRefused, recipient_for_person
 from mpm.models import Company, Person, PhoneNumber, Sms, User
+from mpm.models.base import as_utc
 from mpm.phones import InvalidPhoneNumber, to_e164
-from mpm.queue import HIGH
 
 STATUSES = (*status.ALL, status.RECEIVED)
 DIRECTIONS = ("outbound", "inbound")
 TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resend", "resend_information", "test")
-RESENDABLE = frozenset({status.FAILED, status.EXPIRED})
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PERSON_HISTORY_SIZE = 20
 EXPORT_BATCH = 1000
-
-
-class CannotResend(SmsRefused):
-    """The message is not one that can be sent again (inbound, or not failed)."""
 
 
 # ---------------------------------------------------------------- time zone
@@ -45,11 +40,6 @@ def company_zone(company: Company | None) -> ZoneInfo:
         return ZoneInfo(company.time_zone if company else "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
@@ -342,71 +332,6 @@ def send_panel(company_id: int, person: Person) -> SendPanel:
     return SendPanel(person=person, number=number, refusal=refusal, history=person_history(company_id, person.id))
 
 
-def send_to_person(company_id: int, person_id: int, body: str, sender_user_id: int | None = None) -> Sms:
-    """The Send SMS panel: one manual message to the person's primary number. Raises SmsRefused."""
-    person = db.session.scalar(select(Person).where(Person.company_id == company_id, Person.id == person_id))
-    if person is None:
-        raise LookupError(person_id)
-    [sms] = queue_messages(company_id, [recipient_for_person(person)], body, trigger="manual",
-                           sender_user_id=sender_user_id, lane=HIGH)
-    return sms
-
-
-# ---------------------------------------------------------------- the New message page
-
-MAX_CHOSEN = 200  # more than this is a broadcast
-
-
-@dataclass
-class ChosenPerson:
-    person: Person
-    number: str | None
-    refusal: str | None
-
-
-@dataclass
-class SendResult:
-    queued: list[Sms]
-    skipped: list[ChosenPerson]
-
-
-def chosen_people(company_id: int, person_ids) -> list[ChosenPerson]:
-    """The picked people in the order picked (each once), with the number an SMS goes to or why none."""
-    ids = list(dict.fromkeys(int(i) for i in person_ids))[:MAX_CHOSEN]
-    if not ids:
-        return []
-    found = {p.id: p for p in db.session.scalars(
-        select(Person).where(Person.company_id == company_id, Person.id.in_(ids))
-        .options(joinedload(Person.phone_numbers))).unique()}
-    chosen = []
-    for person_id in ids:
-        person = found.get(person_id)
-        if person is None:
-            continue  # another company's id, or deleted since: silently not a recipient
-        try:
-            chosen.append(ChosenPerson(person, recipient_for_person(person).number, None))
-        except SmsRefused as exc:
-            chosen.append(ChosenPerson(person, None, str(exc)))
-    return chosen
-
-
-def send_to_people(company_id: int, person_ids, body: str, sender_user_id: int | None = None) -> SendResult:
-    """Queue the message for everyone picked who can receive SMS; the others are returned with the
-    reason. Refuses everything (nothing stored) when the body or the providers are not right or when
-    nobody picked can receive."""
-    chosen = chosen_people(company_id, person_ids)
-    if not chosen:
-        raise SmsRefused("Choose at least one recipient: search for a customer, agent or service provider and add them.")
-    reachable = [c for c in chosen if c.refusal is None]
-    skipped = [c for c in chosen if c.refusal is not None]
-    if not reachable:
-        check_body(body)  # an empty body is the first thing to fix, even here
-        raise SmsRefused("None of the chosen people can receive SMS: " + " ".join(c.refusal for c in skipped))
-    recipients = [recipient_for_person(c.person) for c in reachable]
-    queued = queue_messages(company_id, recipients, body, trigger="manual", sender_user_id=sender_user_id, lane=HIGH)
-    return SendResult(queued=queued, skipped=skipped)
-
-
 # ---------------------------------------------------------------- one message
 
 
@@ -438,31 +363,3 @@ def message_detail(sms: Sms) -> MessageDetail:
         sender = db.session.scalar(select(User).where(User.company_id == sms.company_id, User.id == sms.sender_user_id))
     return MessageDetail(sms=sms, characters=info.characters, units=info.units, resent_as=resent_as,
                          resend_of=resend_of, sender=sender)
-
-
-def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> Sms:
-    """Queue a failed (or expired) outbound message again as a new SMS with trigger "resend".
-
-    It goes to the person's primary number as it is now (the failure may have been a wrong number that
-    staff since corrected), or to the same number when the message had no person. Resending the same
-    message twice (a double click) gives back the first resend. Raises SmsRefused, nothing stored."""
-    original = db.session.scalar(select(Sms).where(Sms.company_id == company_id, Sms.id == sms_id))
-    if original is None:
-        raise LookupError(sms_id)
-    if original.direction != "outbound":
-        raise CannotResend("Only messages sent from here can be resent; this one was received.")
-    if original.status not in RESENDABLE:
-        raise CannotResend(f"Only a failed or expired message can be resent; this one is {original.status}.")
-    if original.person is not None:
-        recipient = recipient_for_person(original.person)
-    else:
-        recipient = Recipient(number=original.number)
-    dedupe_key = f"resend:{original.id}"
-    already = db.session.scalar(select(Sms.id).where(Sms.company_id == company_id, Sms.dedupe_key == dedupe_key))
-    [new] = queue_messages(company_id, [recipient], original.body, trigger="resend", trigger_id=original.id,
-                           dedupe_key=dedupe_key, sender_user_id=sender_user_id, lane=HIGH)
-    if already is None:
-        ledger.note(company_id, original.id, f"resent as message #{new.id}")
-        ledger.note(company_id, new.id, f"resend of message #{original.id}")
-        db.session.commit()
-    return new

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from mpm.extensions import db
 from mpm.gateway_settings import active_gateway_keys
@@ -18,10 +19,15 @@ from mpm.phones import is_valid_e164
 from mpm.queue import HIGH, queue
 
 NO_ACTIVE_PROVIDER = "No active SMS provider"
+RESENDABLE = frozenset({status.FAILED, status.EXPIRED})
 
 
 class SmsRefused(Exception):
     """Nothing was stored; str(exc) says why, in words for the person who tried to send."""
+
+
+class CannotResend(SmsRefused):
+    """The message is not one that can be sent again (inbound, or not failed)."""
 
 
 class NoActiveSmsProvider(SmsRefused):
@@ -140,3 +146,96 @@ def enqueue_batches(company_id: int, sms_ids: Sequence[int], lane: str) -> None:
     q = queue(lane)
     for start in range(0, len(sms_ids), size):
         q.enqueue("mpm.messaging.dispatch.send_batch", company_id, list(sms_ids[start:start + size]))
+
+
+# ---------------------------------------------------------------- the Send SMS panel, the New message page, resend
+
+def send_to_person(company_id: int, person_id: int, body: str, sender_user_id: int | None = None) -> Sms:
+    """The Send SMS panel: one manual message to the person's primary number. Raises SmsRefused."""
+    person = db.session.scalar(select(Person).where(Person.company_id == company_id, Person.id == person_id))
+    if person is None:
+        raise LookupError(person_id)
+    [sms] = queue_messages(company_id, [recipient_for_person(person)], body, trigger="manual",
+                           sender_user_id=sender_user_id, lane=HIGH)
+    return sms
+
+
+MAX_CHOSEN = 200  # more than this is a broadcast
+
+
+@dataclass
+class ChosenPerson:
+    person: Person
+    number: str | None
+    refusal: str | None
+
+
+@dataclass
+class QueuedForPeople:
+    queued: list[Sms]
+    skipped: list[ChosenPerson]
+
+
+def chosen_people(company_id: int, person_ids) -> list[ChosenPerson]:
+    """The picked people in the order picked (each once), with the number an SMS goes to or why none."""
+    ids = list(dict.fromkeys(int(i) for i in person_ids))[:MAX_CHOSEN]
+    if not ids:
+        return []
+    found = {p.id: p for p in db.session.scalars(
+        select(Person).where(Person.company_id == company_id, Person.id.in_(ids))
+        .options(joinedload(Person.phone_numbers))).unique()}
+    chosen = []
+    for person_id in ids:
+        person = found.get(person_id)
+        if person is None:
+            continue  # another company's id, or deleted since: silently not a recipient
+        try:
+            chosen.append(ChosenPerson(person, recipient_for_person(person).number, None))
+        except SmsRefused as exc:
+            chosen.append(ChosenPerson(person, None, str(exc)))
+    return chosen
+
+
+def send_to_people(company_id: int, person_ids, body: str, sender_user_id: int | None = None) -> QueuedForPeople:
+    """Queue the message for everyone picked who can receive SMS; the others are returned with the
+    reason. Refuses everything (nothing stored) when the body or the providers are not right or when
+    nobody picked can receive."""
+    chosen = chosen_people(company_id, person_ids)
+    if not chosen:
+        raise SmsRefused("Choose at least one recipient: search for a customer, agent or service provider and add them.")
+    reachable = [c for c in chosen if c.refusal is None]
+    skipped = [c for c in chosen if c.refusal is not None]
+    if not reachable:
+        check_body(body)  # an empty body is the first thing to fix, even here
+        raise SmsRefused("None of the chosen people can receive SMS: " + " ".join(c.refusal for c in skipped))
+    recipients = [recipient_for_person(c.person) for c in reachable]
+    queued = queue_messages(company_id, recipients, body, trigger="manual", sender_user_id=sender_user_id, lane=HIGH)
+    return QueuedForPeople(queued=queued, skipped=skipped)
+
+
+def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> Sms:
+    """Queue a failed (or expired) outbound message again as a new SMS with trigger "resend".
+
+    It goes to the person's primary number as it is now (the failure may have been a wrong number that
+    staff since corrected), or to the same number when the message had no person. Resending the same
+    message twice (a double click) gives back the first resend. Raises SmsRefused, nothing stored."""
+    original = db.session.scalar(select(Sms).where(Sms.company_id == company_id, Sms.id == sms_id))
+    if original is None:
+        raise LookupError(sms_id)
+    if original.direction != "outbound":
+        raise CannotResend("Only messages sent from here can be resent; this one was received.")
+    if original.status not in RESENDABLE:
+        raise CannotResend(f"Only a failed or expired message can be resent; this one is {original.status}.")
+    if original.person is not None:
+        recipient = recipient_for_person(original.person)
+    else:
+        recipient = Recipient(number=original.number)
+    dedupe_key = f"resend:{original.id}"
+    already = db.session.scalar(select(Sms.id).where(Sms.company_id == company_id, Sms.dedupe_key == dedupe_key))
+    [new] = queue_messages(company_id, [recipient], original.body, trigger="resend", trigger_id=original.id,
+                           dedupe_key=dedupe_key, sender_user_id=sender_user_id, lane=HIGH)
+    if already is None:
+        ledger.note(company_id, original.id, f"resent as message #{new.id}")
+        ledger.note(company_id, new.id, f"resend of message #{original.id}")
+        db.session.commit()
+    return new

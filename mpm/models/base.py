@@ -9,6 +9,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A stored time as an aware UTC datetime: SQLite gives back naive datetimes; everything stored is UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
 class TenantMixin:
     """Every business row belongs to one company; every query filters on it."""
 
