@@ -18,6 +18,7 @@ from mpm import sms_templates
 from mpm.extensions import db
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages, recipient_for_person
 from mpm.models import Company, Person, PhoneNumber, Sms, Transaction
+from mpm.models.base import DB_INT_MAX
 from mpm.phones import InvalidPhoneNumber, to_e164
 from mpm.queue import HIGH
 
@@ -76,8 +77,6 @@ class PaymentInput:
     unit: str | None = None
 
 
-# The largest value an Integer column holds on PostgreSQL: ids and durations beyond it are refused, not a 500.
-DB_INT_MAX = 2**31 - 1
 # Numeric(12, 2) / Numeric(12, 3): amounts and energies below a billion.
 NUMBER_LIMIT = Decimal("1e9")
 # ISO 4217 currencies whose minor unit is not the cent; the database keeps at most 2 decimals.
