@@ -1,7 +1,8 @@
 """MPM Messaging: the SMS module of MicroPowerManager."""
+import logging
 from pathlib import Path
 
-from flask import Flask, render_template, request
+from flask import Flask, jsonify, render_template, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -73,6 +74,28 @@ def register_errorhandlers(app: Flask) -> None:
     for code in (400, 403, 404, 405, 429, 500):
         app.register_error_handler(code, render_error)
 
+    @app.errorhandler(413)
+    def too_large(error):
+        # MAX_CONTENT_LENGTH or Werkzeug's form limits: refused before anything is read into the app.
+        logging.getLogger("mpm.requests").warning(
+            "request refused (413): %s %s of %s bytes from %s", request.method, request.path,
+            request.content_length, request.remote_addr)
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        message = f"The request is too large (the limit is {limit:,} bytes)." if limit else "The request is too large."
+        return _answer(message, 413)
+
+    from mpm.messaging.inbound import IncomingRefused
+
+    @app.errorhandler(IncomingRefused)
+    def incoming_refused(error):
+        return _answer(str(error), error.status)  # logged where it was refused
+
+    def _answer(message: str, code: int):
+        """JSON for machine clients (the API and the providers' callbacks), a page for people."""
+        if request.path.startswith("/api/"):
+            return jsonify({"error": message}), code
+        return render_template("error.html", code=code, description=message), code
+
     from flask_wtf.csrf import CSRFError
 
     @app.errorhandler(CSRFError)
@@ -83,8 +106,10 @@ def register_errorhandlers(app: Flask) -> None:
 
 def register_template_helpers(app: Flask) -> None:
     from mpm import navigation, phones
+    from mpm.messaging.history import shown_body
 
     app.jinja_env.filters["phone"] = phones.display
+    app.jinja_env.filters["shown_body"] = shown_body
     app.context_processor(navigation.sidebar_context)
 
 

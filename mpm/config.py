@@ -34,6 +34,10 @@ def from_environment() -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         "CUSTOMERS_PER_PAGE": _int("MPM_CUSTOMERS_PER_PAGE", 25),
         "SMS_MAX_SEGMENTS": _int("MPM_SMS_MAX_SEGMENTS", 6),
+        # An incoming message longer than this many concatenated SMS parts is refused, never stored.
+        "INBOUND_SMS_MAX_SEGMENTS": _int("MPM_INBOUND_SMS_MAX_SEGMENTS", 10),
+        # The largest request body: nothing this app takes is near it (413 beyond).
+        "MAX_CONTENT_LENGTH": _int("MPM_MAX_REQUEST_BYTES", 1024 * 1024),
         "SMS_MAX_ATTEMPTS": _int("MPM_SMS_MAX_ATTEMPTS", 5),
         "SMS_RETRY_BASE_SECONDS": _int("MPM_SMS_RETRY_BASE_SECONDS", 30),
         "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 100),

@@ -5,6 +5,10 @@ confirmation's dedupe key (transaction:<id>:confirmation) makes queue_messages r
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +18,7 @@ from mpm.extensions import db
 from mpm.paging import numbered_page
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages, recipient_for_person
 from mpm.models import Company, Person, PhoneNumber, Sms, Transaction
+from mpm.models.base import DB_INT_MAX
 from mpm.phones import InvalidPhoneNumber, to_e164
 from mpm.queue import HIGH
 
@@ -26,6 +31,17 @@ class TransactionInvalid(ValueError):
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class ReferenceConflict(ValueError):
+    """The provider reference names a transaction that holds other data: nothing stored."""
+
+    def __init__(self, existing: "Transaction", differences: list[str]):
+        super().__init__(f"Provider reference {existing.provider_reference} is already transaction #{existing.id}, "
+                         f"with a different {', '.join(differences)}. Nothing was recorded; use a new reference "
+                         "for a new payment.")
+        self.existing = existing
+        self.differences = differences
 
 
 class CustomerNotFound(LookupError):
@@ -61,83 +77,159 @@ class PaymentInput:
     unit: str | None = None
 
 
-def _text(data: dict, key: str, limit: int) -> str | None:
-    value = data.get(key)
+# Numeric(12, 2) / Numeric(12, 3): amounts and energies below a billion.
+NUMBER_LIMIT = Decimal("1e9")
+# ISO 4217 currencies whose minor unit is not the cent; the database keeps at most 2 decimals.
+MINOR_UNIT_DIGITS = {code: 0 for code in ("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                                         "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF")}
+
+
+def _blank_is_none(value):
+    """A form's empty field and a JSON null mean the same: not given."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _whole_number(value, info: ValidationInfo):
+    value = _blank_is_none(value)
     if value is None:
         return None
-    if isinstance(value, (dict, list, bool)):
-        raise TransactionInvalid(f"{key} must be text.", key)
-    value = str(value).strip()
-    if len(value) > limit:
-        raise TransactionInvalid(f"{key} is longer than {limit} characters.", key)
-    return value or None
+    label = FIELD_LABELS[info.field_name]
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,12}\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("whole_number", "{label} must be a whole number.", {"label": label})
+    if not 1 <= value <= DB_INT_MAX:
+        raise PydanticCustomError("whole_number", "{label} must be a whole number from 1 to {limit}.",
+                                  {"label": label, "limit": DB_INT_MAX})
+    return value
 
 
-def _decimal(data: dict, key: str, label: str) -> Decimal | None:
-    value = data.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
+def _positive_number(value, info: ValidationInfo):
+    value = _blank_is_none(value)
+    if value is None:
         return None
-    if isinstance(value, bool) or isinstance(value, (dict, list)):
-        raise TransactionInvalid(f"{label} must be a number.", key)
+    label = FIELD_LABELS[info.field_name]
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PydanticCustomError("number", "{label} must be a number.", {"label": label})
+    text = str(value).strip().replace(",", "")
     try:
-        number = Decimal(str(value).strip().replace(",", ""))
+        number = Decimal(text) if len(text) <= 100 else Decimal("NaN")
     except InvalidOperation:
-        raise TransactionInvalid(f"{label} must be a number, not “{value}”.", key) from None
-    if not number.is_finite() or number <= 0:
-        raise TransactionInvalid(f"{label} must be more than 0.", key)
-    if number >= Decimal("1e9"):
-        raise TransactionInvalid(f"{label} is too large.", key)
+        number = Decimal("NaN")
+    if number.is_nan():
+        shown = text if len(text) <= 30 else text[:30] + "…"
+        raise PydanticCustomError("number", "{label} must be a number, not “{shown}”.", {"label": label, "shown": shown})
+    if number <= 0:
+        raise PydanticCustomError("number", "{label} must be more than 0.", {"label": label})
+    if number >= NUMBER_LIMIT:  # also infinity
+        raise PydanticCustomError("number", "{label} is too large.", {"label": label})
     return number
 
 
-def parse_payment(company_id: int, data: dict, default_provider: str = "staff") -> PaymentInput:
-    """Check a payment's fields (from the form or the API) and say plainly what is wrong."""
+def _text_value(value):
+    """Text, or a number a provider sent for a reference or serial (kept as typed)."""
+    value = _blank_is_none(value)
+    if value is None or isinstance(value, str):
+        return value.strip() if value is not None else None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**40:
+        return str(value)
+    raise PydanticCustomError("text", "must be text.")
+
+
+WholeNumber = Annotated[int | None, BeforeValidator(_whole_number)]
+PositiveNumber = Annotated[Decimal | None, BeforeValidator(_positive_number)]
+
+
+def _text(limit: int):
+    return Annotated[Annotated[str, Field(max_length=limit)] | None, BeforeValidator(_text_value)]
+
+
+FIELD_LABELS = {"customer_id": "customer_id", "amount": "Amount", "energy_kwh": "Energy (kWh)", "energy": "Energy (kWh)",
+                "duration": "Duration"}
+
+
+class PaymentFields(BaseModel):
+    """A payment as posted (JSON) or typed (form), typed and bounded before anything else looks at it."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
+
+    customer_id: WholeNumber = None
+    sender_number: _text(40) = None
+    amount: PositiveNumber = None
+    currency: _text(3) = None
+    provider: _text(40) = None
+    provider_reference: _text(120) = None
+    token: _text(120) = None
+    meter_serial: _text(60) = None
+    device_serial: _text(60) = None
+    unit: _text(20) = None
+    energy_kwh: PositiveNumber = None
+    energy: PositiveNumber = None  # the staff form's name for energy_kwh
+    duration: WholeNumber = None
+
+
+def _invalid(exc: ValidationError) -> TransactionInvalid:
+    """The first problem, in words, naming its field. Never echoes the input (it may be huge)."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    field = str(error["loc"][0]) if error["loc"] else None
+    kind = error["type"]
+    if kind == "json_invalid":
+        why = error.get("ctx", {}).get("error", "")
+        return TransactionInvalid(f"The body is not valid JSON ({why[:80]}). Send a JSON object with "
+                                  "Content-Type: application/json.")
+    if field is None:
+        return TransactionInvalid("The body must be a JSON object, e.g. {\"customer_id\": 12, \"amount\": 500}.")
+    if kind == "string_too_long":
+        return TransactionInvalid(f"{field} is longer than {error['ctx']['max_length']} characters.", field)
+    if kind == "text":
+        return TransactionInvalid(f"{field} must be text.", field)
+    if field == "energy":
+        field = "energy_kwh"
+    return TransactionInvalid(error["msg"], field)
+
+
+def _minor_unit(amount: Decimal, currency: str) -> Decimal:
+    digits = min(MINOR_UNIT_DIGITS.get(currency, 2), 2)
+    return amount.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP)
+
+
+def parse_payment(company_id: int, data: dict | bytes | str, default_provider: str = "staff") -> PaymentInput:
+    """Check a payment (the form's fields, or the API's raw JSON body) and say plainly what is wrong."""
+    try:
+        if isinstance(data, (bytes, str)):
+            fields = PaymentFields.model_validate_json(data)
+        else:
+            fields = PaymentFields.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
     company = db.session.get(Company, company_id)
-    person_id = data.get("customer_id")
-    if person_id in ("", None):
-        person_id = None
-    else:
-        try:
-            if isinstance(person_id, (bool, float)):
-                raise ValueError
-            person_id = int(person_id)
-        except (TypeError, ValueError):
-            raise TransactionInvalid("customer_id must be a whole number.", "customer_id") from None
-    sender = _text(data, "sender_number", 40)
+    sender = fields.sender_number
     if sender:
         try:
             sender = to_e164(sender, company.default_region)
         except InvalidPhoneNumber as exc:
             raise TransactionInvalid(f"Sender number: {exc}", "sender_number") from None
-    if person_id is None and sender is None:
+    if fields.customer_id is None and sender is None:
         raise TransactionInvalid("Give the customer (customer_id) or the number the payment came from "
                                  "(sender_number).", "customer_id")
-    amount = _decimal(data, "amount", "Amount")
-    if amount is None:
+    if fields.amount is None:
         raise TransactionInvalid("Amount is missing.", "amount")
-    amount = amount.quantize(Decimal("0.01"), ROUND_HALF_UP)  # what the database keeps, so the SMS says the same
-    currency = (_text(data, "currency", 3) or company.currency).upper()
+    currency = (fields.currency or company.currency).upper()
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise TransactionInvalid("Currency must be a 3-letter code such as KES.", "currency")
+    # What the database keeps, so the SMS says the same; a payment must still be worth something.
+    amount = _minor_unit(fields.amount, currency)
+    if amount <= 0:
+        raise TransactionInvalid(f"Amount rounds to {amount} {currency}: a payment must be at least one "
+                                 f"minor unit of {currency}.", "amount")
+    energy = fields.energy_kwh if fields.energy_kwh is not None else fields.energy
     payment = PaymentInput(
-        person_id=person_id, sender_number=sender, amount=amount, currency=currency,
-        provider=_text(data, "provider", 40) or default_provider,
-        provider_reference=_text(data, "provider_reference", 120),
-        token=_text(data, "token", 120), meter_serial=_text(data, "meter_serial", 60),
-        device_serial=_text(data, "device_serial", 60), unit=_text(data, "unit", 20),
+        person_id=fields.customer_id, sender_number=sender, amount=amount, currency=currency,
+        provider=fields.provider or default_provider, provider_reference=fields.provider_reference,
+        token=fields.token, meter_serial=fields.meter_serial, device_serial=fields.device_serial, unit=fields.unit,
+        energy_kwh=energy.quantize(Decimal("0.001"), ROUND_HALF_UP) if energy is not None else None,
+        duration=fields.duration,
     )
-    energy_key = "energy_kwh" if data.get("energy_kwh") not in (None, "") else "energy"
-    payment.energy_kwh = _decimal(data, energy_key, "Energy (kWh)")
-    if payment.energy_kwh is not None:
-        payment.energy_kwh = payment.energy_kwh.quantize(Decimal("0.001"), ROUND_HALF_UP)
-    duration = data.get("duration")
-    if duration not in (None, ""):
-        try:
-            payment.duration = int(str(duration).strip())
-        except ValueError:
-            raise TransactionInvalid("Duration must be a whole number, e.g. 30.", "duration") from None
-        if payment.duration <= 0:
-            raise TransactionInvalid("Duration must be more than 0.", "duration")
     if payment.meter_serial and payment.device_serial:
         raise TransactionInvalid("A token is for a meter or for a solar home system, not both: give "
                                  "meter_serial or device_serial.", "meter_serial")
@@ -175,13 +267,31 @@ def _existing(company_id: int, reference: str | None) -> Transaction | None:
                                                        Transaction.provider_reference == reference))
 
 
+def _differences(existing: Transaction, payment: PaymentInput) -> list[str]:
+    """What the posted payment says that the stored one does not (the customer as given, the rest as kept)."""
+    fields = [("customer_id", payment.person_id, existing.person_id)] if payment.person_id is not None else []
+    fields += [(name, getattr(payment, name), getattr(existing, name))
+               for name in ("sender_number", "amount", "currency", "token_type", "token", "meter_serial",
+                            "energy_kwh", "device_serial", "duration", "unit")]
+    return [name for name, posted, stored in fields if posted != stored]
+
+
+def _again(existing: Transaction, payment: PaymentInput) -> tuple[Transaction, bool]:
+    """The same payment posted again is the first one; other data under its reference is refused."""
+    differences = _differences(existing, payment)
+    if differences:
+        raise ReferenceConflict(existing, differences)
+    return existing, False
+
+
 def record_transaction(company_id: int, payment: PaymentInput, user_id: int | None = None
                        ) -> tuple[Transaction, bool]:
     """Store a successful payment and send its confirmation. Returns (transaction, created):
-    the same provider reference again returns the first transaction and sends nothing new."""
+    the same provider reference again with the same data returns the first transaction and sends nothing
+    new; with other data it raises ReferenceConflict (a second payment must not vanish silently)."""
     existing = _existing(company_id, payment.provider_reference)
     if existing is not None:
-        return existing, False
+        return _again(existing, payment)
     person = _customer(company_id, payment)
     transaction = Transaction(
         company_id=company_id, person_id=person.id, sender_number=payment.sender_number, amount=payment.amount,
@@ -198,7 +308,7 @@ def record_transaction(company_id: int, payment: PaymentInput, user_id: int | No
         existing = _existing(company_id, payment.provider_reference)
         if existing is None:
             raise
-        return existing, False
+        return _again(existing, payment)
     send_confirmation(transaction)
     return transaction, True
 

@@ -191,3 +191,72 @@ def test_provider_reads_the_confirmation_status_back(client, company, customer, 
     assert data["confirmation_sms"]["status"] == "queued" and data["id"] == created["id"]
     _, their_token = api_tokens.create_token(make_company("Other").id, "theirs")
     assert client.get(url, headers={"Authorization": f"Bearer {their_token}"}).status_code == 404
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"customer_id": 2**63, "amount": 100}, "customer_id", "whole number from 1 to"),
+    ({"customer_id": 10**30, "amount": 100}, "customer_id", "whole number from 1 to"),
+    ({"customer_id": True, "amount": 100}, "customer_id", "whole number"),
+    ({"customer_id": 12.5, "amount": 100}, "customer_id", "whole number"),
+    ({"customer_id": {"id": 1}, "amount": 100}, "customer_id", "whole number"),
+    ({"sender_number": "+254712000001", "amount": 5, "device_serial": "SHS-1", "token": "1", "unit": "days",
+      "duration": 10**30}, "duration", "whole number from 1 to"),
+    ({"sender_number": "+254712000001", "amount": 5, "device_serial": "SHS-1", "token": "1", "unit": "days",
+      "duration": "thirty"}, "duration", "whole number"),
+    ({"sender_number": "+254712000001", "amount": 1e308}, "amount", "too large"),
+    ({"sender_number": "+254712000001", "amount": "1e999999999"}, "amount", "too large"),
+    ({"sender_number": "+254712000001", "amount": "NaN"}, "amount", "number"),
+    ({"sender_number": "+254712000001", "amount": "Infinity"}, "amount", "too large"),
+    ({"sender_number": "+254712000001", "amount": [5]}, "amount", "number"),
+    ({"sender_number": "+254712000001", "amount": False}, "amount", "number"),
+    ({"sender_number": "+254712000001", "amount": 0.004}, "amount", "rounds to 0.00 KES"),
+    ({"sender_number": "+254712000001", "amount": "1e-400"}, "amount", "rounds to 0.00 KES"),
+    ({"sender_number": "+254712000001", "amount": 0.4, "currency": "UGX"}, "amount", "rounds to 0 UGX"),
+    ({"sender_number": ["+254712000001"], "amount": 5}, "sender_number", "text"),
+    ({"sender_number": "+254712000001", "amount": 5, "provider_reference": "R" * 121}, "provider_reference",
+     "longer than 120"),
+    ({"sender_number": "+254712000001", "amount": 5, "provider_reference": {"$ne": None}}, "provider_reference",
+     "text"),
+])
+def test_wrong_types_and_absurd_numbers_are_400_naming_the_field(client, customer, token, body, field, words):
+    response = post(client, body, token)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert response.get_json()["field"] == field and words in response.get_json()["error"]
+    assert count(Transaction) == 0 and count(Sms) == 0
+
+
+def test_a_body_nested_too_deep_is_400_not_a_crash(client, customer, token):
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for body in ("[" * 100_000, '{"amount": ' + "[" * 100_000, '{"a":' * 50_000):
+        response = client.post(URL, data=body, headers=headers)
+        assert response.status_code == 400 and "not valid JSON" in response.get_json()["error"]
+        assert len(response.get_data()) < 500  # the input is never echoed back
+    assert count(Transaction) == 0
+
+
+def test_amounts_round_to_the_currencys_minor_unit(client, customer, token):
+    cents = post(client, {"customer_id": customer.id, "amount": "0.005"}, token)
+    assert cents.status_code == 201 and cents.get_json()["amount"] == "0.01"
+    shillings = post(client, {"customer_id": customer.id, "amount": "1500.50", "currency": "UGX"}, token)
+    assert shillings.status_code == 201 and shillings.get_json()["amount"] == "1501.00"
+    assert count(Transaction) == 2
+
+
+def test_the_same_reference_with_other_data_is_409_naming_the_first_transaction(client, company, customer, token):
+    first = post(client, {"customer_id": customer.id, "amount": 200, "provider_reference": "MP-77"}, token)
+    assert first.status_code == 201
+    first_id = first.get_json()["id"]
+    other_amount = post(client, {"customer_id": customer.id, "amount": 250, "provider_reference": "MP-77"}, token)
+    assert other_amount.status_code == 409
+    data = other_amount.get_json()
+    assert data["transaction_id"] == first_id and data["field"] == "provider_reference"
+    assert f"#{first_id}" in data["error"] and "amount" in data["error"]
+    other = make_person(company, "Baraka", "Mwangi", "+254712000002")
+    other_customer = post(client, {"customer_id": other.id, "amount": 200, "provider_reference": "MP-77"}, token)
+    assert other_customer.status_code == 409 and "customer_id" in other_customer.get_json()["error"]
+    # The same data again stays an idempotent 200, and the first payment is untouched.
+    same = post(client, {"customer_id": customer.id, "amount": "200.00", "provider_reference": "MP-77"}, token)
+    assert same.status_code == 200 and same.get_json()["id"] == first_id
+    assert count(Transaction) == 1 and count(Sms, Sms.trigger == "transaction") == 1
+    db.session.expire_all()
+    assert db.session.get(Transaction, first_id).amount == 200

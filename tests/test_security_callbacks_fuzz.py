@@ -288,3 +288,113 @@ def test_signed_payloads_with_wrong_typed_fields_are_a_400_naming_the_field_and_
     assert response.status_code == 400, (field, wrong, response.get_data(as_text=True)[:200])
     assert response.get_json()["error"].startswith(field)
     assert _snapshot() == before
+
+
+# --- The numbers of the input issue: type confusion in signed webhooks, sizes, payments ---------------------
+def _signed_post(client, tenant, gateway: str, payload):
+    path = {"textbee": "/api/textbee-sms-gateway/callback/{c}/webhook",
+            "viber": "/api/viber-messaging/callback/{c}/webhook"}[gateway].format(c=tenant["id"])
+    raw = json.dumps(payload).encode()
+    signature = hmac.new(tenant["signing"][gateway].encode(), raw, hashlib.sha256).hexdigest()
+    return client.post(f"{path}?token={tenant['secrets'][gateway]}", data=raw, content_type="application/json",
+                       headers={SIGNING_HEADER[gateway]: signature})
+
+
+WRONG_TYPES = [["MESSAGE_RECEIVED"], {"event": "MESSAGE_RECEIVED"}, 2**63, 10**30, True, 1.5]
+TYPE_CONFUSION = (
+    [("textbee", {"webhookEvent": w, "smsBatchId": "tb-batch-1", "sender": "+254712000001", "message": "x"})
+     for w in WRONG_TYPES]
+    + [("textbee", {"webhookEvent": "MESSAGE_RECEIVED", "sender": w, "message": "x"}) for w in WRONG_TYPES]
+    + [("textbee", {"webhookEvent": "MESSAGE_RECEIVED", "sender": "+254712000001", "message": w})
+       for w in WRONG_TYPES]
+    + [("viber", {"event": "message", "sender": w, "message": {"type": "text", "text": "x"}, "message_token": 7})
+       for w in ["viber-user-1", ["viber-user-1"], 2**63]]
+    + [("viber", {"event": "message", "sender": {"id": "viber-user-1"}, "message": w, "message_token": 7})
+       for w in ["hello", ["hello"], 10**30]]
+    + [("viber", {"event": "message", "sender": {"id": "viber-user-1"}, "message": {"type": "text", "text": w},
+                  "message_token": 7}) for w in WRONG_TYPES]
+    + [("viber", {"event": "unsubscribed", "user_id": w}) for w in [{"id": "viber-user-1"}, 2**63, 10**30, ["x"]]]
+)
+
+
+@pytest.mark.parametrize("gateway, payload", TYPE_CONFUSION, ids=[f"{g}-{json.dumps(p)[:60]}" for g, p in TYPE_CONFUSION])
+def test_signed_payloads_with_the_wrong_json_types_never_break_nor_change_a_row(client, tenants, gateway, payload):
+    alpha = tenants[0]
+    before = _snapshot()
+    response = _signed_post(client, alpha, gateway, payload)
+    assert response.status_code < 500, response.get_data(as_text=True)[:200]
+    assert _snapshot() == before
+
+
+INCOMING_LIMIT = 10  # SMS parts, the default INBOUND_SMS_MAX_SEGMENTS
+
+
+@FUZZ
+@given(data=st.data())
+def test_no_incoming_body_beyond_the_limit_is_ever_stored(client, tenants, data):
+    """Bodies around and far beyond ten SMS parts, GSM-7 and UCS-2, on every incoming path."""
+    from mpm.messaging.encoding import analyse
+
+    alpha = tenants[0]
+    char = data.draw(st.sampled_from(["a", "€", "я", "😀", " "]))
+    text = char * data.draw(st.integers(min_value=300, max_value=3000) | st.sampled_from([1530, 1531, 670, 671, 335]))
+    gateway = data.draw(st.sampled_from(["africastalking", "textbee", "viber"]))
+    if gateway == "africastalking":
+        response = client.post(f"/api/africas-talking/callback/{alpha['id']}/incoming-messages"
+                               f"?token={alpha['secrets']['africastalking']}",
+                               data={"from": "+254712000001", "text": text, "id": "in-1"})
+    elif gateway == "textbee":
+        response = _signed_post(client, alpha, "textbee", {"webhookEvent": "MESSAGE_RECEIVED", "sender": "+2547000000",
+                                                           "message": text, "smsId": "in-1"})
+    else:
+        response = _signed_post(client, alpha, "viber", {"event": "message", "sender": {"id": "viber-user-1"},
+                                                         "message": {"type": "text", "text": text},
+                                                         "message_token": 99})
+    assert response.status_code < 500
+    db.session.expire_all()
+    bodies = db.session.scalars(select(Sms.body).where(Sms.direction == "inbound"))
+    assert all(analyse(body).segments <= INCOMING_LIMIT for body in bodies)
+    assert (response.status_code == 413) == (analyse(text).segments > INCOMING_LIMIT)
+
+
+@FUZZ
+@given(posts=st.lists(st.tuples(
+    st.sampled_from(["REF-1", "REF-2", None]),
+    st.one_of(st.sampled_from([500, "500.00", 250, 0.004, "1e-400", 0, -1, "0.005", 1e308, "NaN", 10**30]),
+              st.decimals(allow_nan=True, places=4).map(str)),
+    st.sampled_from([None, 2**63, "x", True])), min_size=1, max_size=6))
+def test_payments_are_never_zero_and_a_reused_reference_never_takes_other_data(client, app_ctx, posts):
+    """A run of posts to the payments API: never a 500, never a transaction worth 0.00, and a reference
+    posted again with another amount is refused with 409 naming the first transaction."""
+    from decimal import Decimal
+
+    from mpm import api_tokens
+    from mpm.models import Transaction
+
+    company = make_company("Payer")
+    person = make_person(company, name="Payer", number="+254700000099")
+    _, token = api_tokens.create_token(company.id, "fuzz")
+    first: dict[str, dict] = {}
+    for reference, amount, odd_customer in posts:
+        body = {"customer_id": person.id if odd_customer is None else odd_customer, "amount": amount,
+                "provider_reference": reference}
+        response = client.post("/api/v1/transactions", json=body, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code < 500, (body, response.get_data(as_text=True)[:200])
+        answer = response.get_json()
+        if reference in first and response.status_code != 400:
+            same = Decimal(answer.get("amount", "0") if response.status_code == 200 else "-1") == Decimal(
+                first[reference]["amount"])
+            assert response.status_code in (200, 409), answer
+            if response.status_code == 409:
+                assert answer["transaction_id"] == first[reference]["id"]
+            else:
+                assert same and answer["id"] == first[reference]["id"]
+        elif response.status_code == 201 and reference:
+            first[reference] = answer
+    db.session.expire_all()
+    amounts = list(db.session.scalars(select(Transaction.amount).where(Transaction.company_id == company.id)))
+    assert all(a > 0 for a in amounts)
+    for reference, answer in first.items():
+        stored = db.session.scalar(select(Transaction).where(Transaction.company_id == company.id,
+                                                             Transaction.provider_reference == reference))
+        assert f"{stored.amount:.2f}" == answer["amount"]  # the first payment is never overwritten

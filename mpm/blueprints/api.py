@@ -38,16 +38,14 @@ def token_required(view):
 @bp.post("/transactions")
 @token_required
 def create_transaction():
-    data = request.get_json(silent=True)
-    if data is None:
-        return error("The body is not valid JSON. Send a JSON object with Content-Type: application/json.", 400)
-    if not isinstance(data, dict):
-        return error("The body must be a JSON object, e.g. {\"customer_id\": 12, \"amount\": 500}.", 400)
     try:
-        payment = transactions.parse_payment(g.api_company_id, data, default_provider="api")
+        # The raw body: parse_payment reads the JSON itself, typed and bounded (depth, sizes, ranges).
+        payment = transactions.parse_payment(g.api_company_id, request.get_data(), default_provider="api")
         transaction, created = transactions.record_transaction(g.api_company_id, payment)
     except transactions.TransactionInvalid as exc:
         return error(str(exc), 400, field=exc.field)
+    except transactions.ReferenceConflict as exc:
+        return error(str(exc), 409, field="provider_reference", transaction_id=exc.existing.id)
     except transactions.CustomerNotFound as exc:
         return error(str(exc), 404)
     return jsonify(transactions.as_json(transaction)), 201 if created else 200

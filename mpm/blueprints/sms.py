@@ -11,7 +11,7 @@ from mpm.messaging import history, send
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused
 from mpm.models import Person, Sms
-from mpm.models.base import utcnow
+from mpm.models.base import DB_INT_MAX, utcnow
 from mpm.plugins import gateway_labels
 from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
@@ -136,7 +136,8 @@ def resend(sms_id: int):
 
 
 def _ids(values) -> list[int]:
-    return [int(v) for v in values if v.isdigit()]
+    """The person ids of a form or URL; anything that cannot be one (text, ², 10**20) is left out."""
+    return [int(v) for v in values if v.isascii() and v.isdigit() and len(v) <= 10 and 0 < int(v) <= DB_INT_MAX]
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -42,6 +42,8 @@ def create():
         return _form_page(form, str(exc), exc.field, 422)
     except transactions.CustomerNotFound as exc:
         return _form_page(form, str(exc), "customer_id", 422)
+    except transactions.ReferenceConflict as exc:
+        return _form_page(form, str(exc), "provider_reference", 409)
     if not created:
         flash(f"A transaction with reference {transaction.provider_reference} exists already: here it is.")
     elif transaction.sms_note:

@@ -19,7 +19,7 @@ status rules are those of mpm.messaging.status (forward only, except this retry 
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from flask import current_app
@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, insert, or_, select, update
 
 from mpm.extensions import db
 from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, OutboundMessage, SendResult
-from mpm.credentials import UnreadableCredentials
+from mpm.credentials import UnreadableCredentials, scrub
 from mpm.gateway_settings import active_gateway_settings, config_for
 from mpm.gateways.registry import get_gateway
 from mpm.messaging import ledger, ratelimit, status
@@ -272,7 +272,8 @@ def _send(gateway, messages: list[OutboundMessage], config) -> dict[int, SendRes
         log.exception("gateway %s raised while sending", gateway.key)
         results = [SendResult(m.sms_id, GATEWAY_ERROR, detail=f"{gateway.label} failed: {type(exc).__name__}")
                    for m in messages]
-    return {r.sms_id: r for r in results}
+    # What the provider says is stored and shown: never with a credential it echoed.
+    return {r.sms_id: replace(r, detail=scrub(r.detail, config.credentials)) for r in results}
 
 
 def _forget_viber_id(company_id: int, person_id: int) -> None:

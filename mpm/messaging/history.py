@@ -30,6 +30,9 @@ TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resen
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PERSON_HISTORY_SIZE = 20
 EXPORT_BATCH = 1000
+# The most of one body a page or the CSV shows: far above any message this server stores now; rows
+# stored before the incoming limit existed can be megabytes and are cut, with a note.
+SHOWN_BODY_LIMIT = 5000
 
 
 # ---------------------------------------------------------------- time zone
@@ -274,6 +277,14 @@ CSV_COLUMNS = ("id", "created_at", "direction", "name", "number", "status", "gat
                "encoding", "segments", "cost", "error", "body")
 
 
+def shown_body(body: str | None) -> str:
+    """A body as pages and the CSV show it: whole, or cut at SHOWN_BODY_LIMIT with a note saying so."""
+    body = body or ""
+    if len(body) <= SHOWN_BODY_LIMIT:
+        return body
+    return body[:SHOWN_BODY_LIMIT] + f" … [cut: {len(body) - SHOWN_BODY_LIMIT:,} more characters not shown]"
+
+
 def _csv_cell(value) -> str:
     text = "" if value is None else str(value)
     # A cell starting with = + - @ is a formula in a spreadsheet: make it plain text. A plain signed
@@ -304,7 +315,7 @@ def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -
             name = sms.person.full_name if sms.person else ""
             writer.writerow([_csv_cell(v) for v in (
                 sms.id, local_time(sms.created_at, zone), sms.direction, name, sms.number, sms.status, sms.gateway,
-                sms.trigger, sms.encoding, sms.segments, sms.cost, sms.error, sms.body)])
+                sms.trigger, sms.encoding, sms.segments, sms.cost, sms.error, shown_body(sms.body))])
         yield buffer.getvalue()
         cursor = (rows[-1].created_at, rows[-1].id)
         # Rows already written are not needed again: keep the session small on long exports.
@@ -339,7 +350,7 @@ def send_panel(company_id: int, person: Person) -> SendPanel:
 class MessageDetail:
     sms: Sms
     characters: int
-    units: int
+    units: int | None  # None for a body too long to count (shown cut)
     resent_as: list[Sms]
     resend_of: Sms | None
     sender: User | None
@@ -350,7 +361,7 @@ class MessageDetail:
 
 
 def message_detail(sms: Sms) -> MessageDetail:
-    info = analyse(sms.body)
+    units = analyse(sms.body).units if len(sms.body) <= SHOWN_BODY_LIMIT else None
     resent_as = list(db.session.scalars(
         select(Sms).where(Sms.company_id == sms.company_id, Sms.trigger == "resend", Sms.trigger_id == sms.id)
         .order_by(Sms.id)
@@ -361,5 +372,5 @@ def message_detail(sms: Sms) -> MessageDetail:
     sender = None
     if sms.sender_user_id:
         sender = db.session.scalar(select(User).where(User.company_id == sms.company_id, User.id == sms.sender_user_id))
-    return MessageDetail(sms=sms, characters=info.characters, units=info.units, resent_as=resent_as,
+    return MessageDetail(sms=sms, characters=len(sms.body), units=units, resent_as=resent_as,
                          resend_of=resend_of, sender=sender)

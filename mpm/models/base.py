@@ -5,6 +5,10 @@ from sqlalchemy import DateTime, ForeignKey
 from sqlalchemy.orm import Mapped, mapped_column
 
 
+# The largest value of an Integer column (PostgreSQL int4): an id or count beyond it names no row.
+DB_INT_MAX = 2**31 - 1
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
