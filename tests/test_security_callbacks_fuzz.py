@@ -354,7 +354,10 @@ def test_no_incoming_body_beyond_the_limit_is_ever_stored(client, tenants, data)
     db.session.expire_all()
     bodies = db.session.scalars(select(Sms.body).where(Sms.direction == "inbound"))
     assert all(analyse(body).segments <= INCOMING_LIMIT for body in bodies)
-    assert (response.status_code == 413) == (analyse(text).segments > INCOMING_LIMIT)
+    if text.strip():
+        assert (response.status_code == 413) == (analyse(text).segments > INCOMING_LIMIT)
+    else:  # only blanks: parsers strip text, and an empty message is stored only when within the limit
+        assert response.status_code in (200, 400)
 
 
 @FUZZ

@@ -185,9 +185,9 @@ class CallbackRefused(Exception):
         self.status = status
 
 
-# Longest incoming message body kept: a few concatenated SMS segments (Viber allows up to 7000 characters).
-MAX_INCOMING_CHARS = 2000
-MAX_VIBER_INCOMING_CHARS = 7000
+# A guard on what a parser accepts at all (Viber allows 7,000 characters); the SMS-part limit of what is
+# stored is mpm.messaging.inbound's, which answers 413.
+MAX_INCOMING_CHARS = 7000
 
 
 # --- the interface ------------------------------------------------------------------------------------------

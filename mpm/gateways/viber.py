@@ -17,7 +17,7 @@ from typing import Annotated
 import requests
 from pydantic import Field, StringConstraints
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, MAX_VIBER_INCOMING_CHARS, REJECTED, SEND_RATE_FIELD,
+from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, MAX_INCOMING_CHARS, REJECTED, SEND_RATE_FIELD,
                                CallbackRefused, CallbackRequest, CallbackResult, CallbackRoute, CredentialCheck,
                                DeliveryReport, GatewayConfig, GatewayDefaults, IncomingMessage, OutboundMessage,
                                SendResult, SettingField, Unsubscribed, send_one_by_one)
@@ -45,7 +45,7 @@ class Sender(Payload):
 
 
 class Message(Payload):
-    text: Annotated[str, StringConstraints(max_length=MAX_VIBER_INCOMING_CHARS)] | None = None
+    text: Annotated[str, StringConstraints(max_length=MAX_INCOMING_CHARS)] | None = None
 
 
 class WebhookEvent(Payload):
