@@ -6,7 +6,8 @@ import secrets
 from sqlalchemy import select
 
 from mpm.extensions import db
-from mpm.models import ApiToken, AuditEntry
+from mpm.audit import audit
+from mpm.models import ApiToken
 
 PREFIX = "mpm_"
 
@@ -30,8 +31,7 @@ def create_token(company_id: int, name: str, user_id: int | None = None) -> tupl
     row = ApiToken(company_id=company_id, name=name, token_hash=token_hash(plain), last_four=plain[-4:])
     db.session.add(row)
     db.session.flush()
-    db.session.add(AuditEntry(company_id=company_id, user_id=user_id, action="api_token.created", subject=name,
-                              details={"token_id": row.id, "last_four": row.last_four}))
+    audit(company_id, user_id, "api_token.created", name, token_id=row.id, last_four=row.last_four)
     db.session.commit()
     return row, plain
 
@@ -40,8 +40,7 @@ def revoke_token(company_id: int, token_id: int, user_id: int | None = None) -> 
     row = db.session.get(ApiToken, token_id)
     if row is None or row.company_id != company_id:
         return False
-    db.session.add(AuditEntry(company_id=company_id, user_id=user_id, action="api_token.revoked", subject=row.name,
-                              details={"token_id": row.id, "last_four": row.last_four}))
+    audit(company_id, user_id, "api_token.revoked", row.name, token_id=row.id, last_four=row.last_four)
     db.session.delete(row)
     db.session.commit()
     return True

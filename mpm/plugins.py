@@ -13,6 +13,7 @@ import requests
 from flask import current_app
 from sqlalchemy import func, select
 
+from mpm.audit import audit
 from mpm.extensions import db
 from mpm.gateways import credentials as vault
 from mpm.gateways import registry
@@ -244,8 +245,7 @@ def selection(company_id: int) -> Selection:
 # ---------------------------------------------------------------- the audit log
 
 def _audit(company_id: int, user_id: int | None, key: str, action: str, **details) -> None:
-    db.session.add(AuditEntry(company_id=company_id, user_id=user_id, action=AUDIT_PREFIX + action,
-                              subject=GATEWAY_LABELS[key], details=details))
+    audit(company_id, user_id, AUDIT_PREFIX + action, GATEWAY_LABELS[key], **details)
 
 
 AUDIT_TEXT = {

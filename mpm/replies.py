@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
+from mpm.audit import audit
 from mpm.extensions import db
 from mpm.messaging import ledger
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages
-from mpm.models import AuditEntry, Company, Person, Sms
+from mpm.models import Company, Person, Sms
 from mpm.models.base import utcnow
 from mpm.queue import HIGH
 
@@ -52,8 +53,7 @@ def save_reply_settings(company_id: int, opt_out: str, opt_in: str, resend_key: 
             seen[folded] = label
     company = db.session.get(Company, company_id)
     company.settings = {**(company.settings or {}), **values}
-    db.session.add(AuditEntry(company_id=company_id, user_id=user_id, action="sms_keywords.saved",
-                              subject="SMS keywords", details=values))
+    audit(company_id, user_id, "sms_keywords.saved", "SMS keywords", **values)
     db.session.commit()
     return values
 
@@ -105,9 +105,8 @@ def _set_opt_out(sms: Sms, out: bool) -> None:
     else:
         _note(sms, f"{word}: {person.full_name} was already opted {'out' if out else 'in'}.")
         return
-    db.session.add(AuditEntry(company_id=sms.company_id, action="person.opted_out" if out else "person.opted_in",
-                              subject=person.full_name,
-                              details={"person_id": person.id, "sms_id": sms.id, "word": word[:40]}))
+    audit(sms.company_id, None, "person.opted_out" if out else "person.opted_in", person.full_name,
+          person_id=person.id, sms_id=sms.id, word=word[:40])
     _note(sms, f"{person.full_name} opted {'out of broadcasts' if out else 'back in to broadcasts'} ({word}).")
 
 

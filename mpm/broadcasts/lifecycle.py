@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from rq import Retry
 
+from mpm.audit import audit
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, schedule
 from mpm.broadcasts.audience import Audience, AudienceCounts
@@ -18,7 +19,7 @@ from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
-from mpm.models import AuditEntry, Broadcast, Company, Sms
+from mpm.models import Broadcast, Company, Sms
 from mpm.models.base import utcnow
 from mpm.queue import BULK, queue
 
@@ -170,8 +171,7 @@ def _check_provider(company_id: int, audience: Audience) -> None:
 
 
 def _audit(broadcast: Broadcast, user_id: int | None, action: str, **details) -> None:
-    db.session.add(AuditEntry(company_id=broadcast.company_id, user_id=user_id, action=action,
-                              subject=f"broadcast #{broadcast.id}", details=details))
+    audit(broadcast.company_id, user_id, action, f"broadcast #{broadcast.id}", **details)
 
 
 def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: datetime | None = None) -> Broadcast:

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from mpm.audit import audit
 from mpm.extensions import db
 from mpm.messaging.encoding import BodyInfo, analyse
-from mpm.models import AuditEntry, Company, SmsTemplate
+from mpm.models import Company, SmsTemplate
 
 PLACEHOLDER = re.compile(r"\[([^\[\]\s]*)\]")
 
@@ -136,8 +137,7 @@ def save_template(company_id: int, key: str, body: str, user_id: int | None) -> 
         db.session.add(row)
     row.body = body
     row.updated_by_user_id = user_id
-    db.session.add(AuditEntry(company_id=company_id, user_id=user_id, action="sms_template.saved",
-                              subject=KINDS[key].label, details={"trigger": key}))
+    audit(company_id, user_id, "sms_template.saved", KINDS[key].label, trigger=key)
     db.session.commit()
     return row
 
