@@ -6,8 +6,8 @@ from mpm.extensions import db
 from mpm.models import AuditEntry
 
 
-def audit(company_id: int, user_id: int | None, action: str, subject: str = "", **details) -> AuditEntry:
-    """Add an entry to the session; never pass a secret value in `details`."""
+def audit(company_id: int, user_id: int | None, action: str, subject: str = "", /, **details) -> AuditEntry:
+    """Add an entry to the session (by `user_id`; None for the system); never a secret value in `details`."""
     entry = AuditEntry(company_id=company_id, user_id=user_id, action=action, subject=subject[:200], details=details)
     db.session.add(entry)
     return entry

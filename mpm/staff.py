@@ -128,9 +128,9 @@ def set_active(company_id: int, user_id: int, active: bool, by_user_id: int) -> 
     if user.active == active:
         return user
     if not active:
+        _keeps_an_admin(user)
         if user.id == by_user_id:
             raise AccountRefused("You cannot deactivate your own account; another admin can.")
-        _keeps_an_admin(user)
     user.active = active
     # A reactivated user logs in afresh: sessions from before the deactivation stay ended.
     user.session_version = (user.session_version or 0) + 1
