@@ -68,14 +68,15 @@ def _check_role(role: str) -> str:
     return role
 
 
-def _keeps_an_admin(user: User) -> None:
-    """Refuse when `user` is the company's last active admin."""
-    if not (user.is_admin and user.active):
-        return
-    others = db.session.scalar(select(func.count(User.id)).where(
-        User.company_id == user.company_id, User.role == "admin", User.active.is_(True), User.id != user.id))
-    if not others:
-        raise AccountRefused(f"{user.name or user.email} is the last active admin: make someone else an admin first.")
+def _an_admin_remains(user: User, label: str) -> None:
+    """After the change (flushed): refuse and roll back when the company has no active admin left.
+    Counting after writing, with the company row locked, keeps two concurrent changes from both
+    passing a check made before either wrote."""
+    left = db.session.scalar(select(func.count(User.id)).where(
+        User.company_id == user.company_id, User.role == "admin", User.active.is_(True)))
+    if not left:
+        db.session.rollback()
+        raise AccountRefused(f"{label} is the last active admin: make someone else an admin first.")
 
 
 def add_user(company_id: int, name: str, email: str, role: str, by_user_id: int) -> IssuedLink:
@@ -114,10 +115,11 @@ def change_role(company_id: int, user_id: int, role: str, by_user_id: int) -> Us
     role = _check_role(role)
     if user.role == role:
         return user
-    if role != "admin":
-        _keeps_an_admin(user)
+    label = user.name or user.email
     audit(company_id, by_user_id, "staff.role_changed", user.email, user_id=user.id, old=user.role, new=role)
     user.role = role
+    db.session.flush()
+    _an_admin_remains(user, label)
     db.session.commit()
     return user
 
@@ -127,14 +129,16 @@ def set_active(company_id: int, user_id: int, active: bool, by_user_id: int) -> 
     user = _user(company_id, user_id, lock=True)
     if user.active == active:
         return user
-    if not active:
-        _keeps_an_admin(user)
-        if user.id == by_user_id:
-            raise AccountRefused("You cannot deactivate your own account; another admin can.")
+    label, own_account = user.name or user.email, user.id == by_user_id
     user.active = active
     # A reactivated user logs in afresh: sessions from before the deactivation stay ended.
     user.session_version = (user.session_version or 0) + 1
     audit(company_id, by_user_id, "staff.reactivated" if active else "staff.deactivated", user.email, user_id=user.id)
+    db.session.flush()
+    _an_admin_remains(user, label)
+    if own_account and not active:
+        db.session.rollback()
+        raise AccountRefused("You cannot deactivate your own account; another admin can.")
     db.session.commit()
     return user
 

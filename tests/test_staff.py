@@ -415,3 +415,35 @@ def test_when_the_mail_server_is_down_the_admin_still_gets_the_link(app, logged_
     assert response.status_code == 201 and "The e-mail could not be sent" in body and "give them the link" in body
     assert "smtp-secret-9" not in body
     assert user_by_email("wanjiku@example.test") is not None and link_token(response)
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, company, admin):
+    """Two requests at the same moment, each demoting the other admin: one wins, one is refused."""
+    from mpm import staff
+
+    second = make_user(company, email="second-admin@example.test", role="admin")
+    pairs = [(admin.id, second.id), (second.id, admin.id)]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def demote(actor_id, target_id):
+        with app.app_context():
+            barrier.wait()
+            try:
+                staff.change_role(company.id, target_id, "manager", actor_id)
+                outcomes.append("done")
+            except accounts.AccountRefused as exc:
+                outcomes.append(str(exc))
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=demote, args=pair) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcome == "done" for outcome in outcomes) == [False, True], outcomes
+    assert any("last active admin" in outcome for outcome in outcomes)
+    db.session.expire_all()
+    roles = db.session.scalars(select(User.role).where(User.company_id == company.id)).all()
+    assert sorted(roles) == ["admin", "manager"]
