@@ -265,6 +265,7 @@ def test_the_last_active_admin_can_be_neither_demoted_nor_deactivated(logged_in,
     logged_in.post(f"/settings/staff/{second.id}/reactivate", data={"csrf_token": token})
     down = logged_in.post(f"/settings/staff/{admin.id}/role", data={"role": "manager", "csrf_token": token})
     assert down.status_code == 302 and user_by_email(admin.email).role == "manager"
+    assert down.headers["Location"] == "/" and "Admin is now manager." in logged_in.get("/").get_data(as_text=True)
     assert logged_in.get("/settings/staff/").status_code == 403
 
 

@@ -60,7 +60,8 @@ def _change(user_id: int, change, done: str):
     except AccountRefused as exc:
         return _page(422, error=str(exc))
     flash(done.format(name=user.name or user.email, role=user.role))
-    return redirect(url_for("staff.index"))
+    # An admin who just made themselves a manager can no longer open this page.
+    return redirect(url_for("staff.index") if current_user.is_admin else url_for("main.dashboard"))
 
 
 @bp.post("/<int:user_id>/role")
