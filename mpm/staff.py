@@ -110,6 +110,14 @@ def new_password_link(company_id: int, user_id: int, by_user_id: int) -> IssuedL
     return _deliver(user, token, welcome=False)
 
 
+def password_link_for_email(email: str) -> IssuedLink:
+    """A new link from the command line, for whoever can run it on the server (no admin needed)."""
+    user = db.session.scalar(select(User).where(func.lower(User.email) == (email or "").strip().lower()))
+    if user is None:
+        raise NoSuchUser(f"No user has the e-mail address {email}.")
+    return new_password_link(user.company_id, user.id, None)
+
+
 def change_role(company_id: int, user_id: int, role: str, by_user_id: int) -> User:
     user = _user(company_id, user_id, lock=True)
     role = _check_role(role)

@@ -448,3 +448,14 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, company, ad
     db.session.expire_all()
     roles = db.session.scalars(select(User.role).where(User.company_id == company.id)).all()
     assert sorted(roles) == ["admin", "manager"]
+
+
+def test_the_command_line_gives_a_link_to_an_admin_who_forgot_their_password(app, company, admin):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["password-link", admin.email.upper()])
+    assert result.exit_code == 0, result.output
+    token = re.search(r"/set-password\?token=([A-Za-z0-9_\-]+)", result.output).group(1)
+    assert set_password(new_client(app), token).status_code == 302
+    assert login(new_client(app), admin.email, NEW_PASSWORD).status_code == 302
+    unknown = runner.invoke(args=["password-link", "nobody@example.test"])
+    assert unknown.exit_code != 0 and "No user has the e-mail address nobody@example.test" in unknown.output
