@@ -43,8 +43,10 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_message = "Please log in to continue."
 
     @login_manager.user_loader
-    def load_user(user_id: str):
-        return db.session.get(models.User, int(user_id))
+    def load_user(session_user_id: str):
+        from mpm.accounts import user_for_session
+
+        return user_for_session(session_user_id)
 
 
 @event.listens_for(Engine, "connect")

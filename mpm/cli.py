@@ -1,4 +1,4 @@
-"""flask CLI commands: seed-demo, create-company, worker."""
+"""flask CLI commands: seed-demo, create-company, password-link, worker."""
 import click
 from flask import Flask
 
@@ -31,6 +31,18 @@ def register_commands(app: Flask) -> None:
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"Created company {name!r} (id {admin.company_id}) with admin {admin.email}.")
+
+    @app.cli.command("password-link")
+    @click.argument("email")
+    def password_link_command(email):
+        """Print a one-time set-password link for a user (e.g. the only admin forgot the password)."""
+        from mpm import staff
+
+        try:
+            issued = staff.password_link_for_email(email)
+        except (staff.NoSuchUser, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Link for {issued.user.email} (works once, for 24 hours):\n{issued.url}")
 
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")

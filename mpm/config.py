@@ -49,4 +49,11 @@ def from_environment() -> dict:
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),
         "RATELIMIT_STORAGE_URI": os.environ.get("MPM_RATELIMIT_STORAGE_URI", "memory://"),
+        # E-mail for set-password links; off (links are only shown to the admin) while SMTP_HOST is empty.
+        "SMTP_HOST": os.environ.get("MPM_SMTP_HOST", ""),
+        "SMTP_PORT": _int("MPM_SMTP_PORT", 587),
+        "SMTP_SECURITY": os.environ.get("MPM_SMTP_SECURITY", "starttls"),  # starttls / ssl / none
+        "SMTP_USERNAME": os.environ.get("MPM_SMTP_USERNAME", ""),
+        "SMTP_PASSWORD": os.environ.get("MPM_SMTP_PASSWORD", ""),
+        "SMTP_FROM": os.environ.get("MPM_SMTP_FROM", ""),
     }

@@ -14,7 +14,10 @@ SIDEBAR = [
     ("Transactions", "transactions.index", {}),
     ("Settings → Plugins", "plugins.index", {}),
     ("Settings → SMS", "settings.sms", {}),
+    ("Settings → Staff", "staff.index", {}),
 ]
+# Pages a manager is refused (mpm.web.admin_required): not offered to them at all.
+ADMIN_ONLY = frozenset({"plugins.index", "staff.index"})
 
 
 def _link(label: str, endpoint: str, values: dict) -> dict:
@@ -28,8 +31,9 @@ def _link(label: str, endpoint: str, values: dict) -> dict:
 def sidebar_context() -> dict:
     if not current_user.is_authenticated:
         return {"sidebar": [], "plugin_links": []}
-    links = [_link(*entry) for entry in SIDEBAR]
-    return {"sidebar": links, "plugin_links": _enabled_plugin_links()}
+    admin = current_user.is_admin
+    links = [_link(*entry) for entry in SIDEBAR if admin or entry[1] not in ADMIN_ONLY]
+    return {"sidebar": links, "plugin_links": _enabled_plugin_links() if admin else []}
 
 
 def _enabled_plugin_links() -> list[dict]:

@@ -174,10 +174,12 @@ def _is_admin_only(view) -> bool:
 
 
 def test_managers_are_refused_on_admin_only_pages(app, client, company):
-    """Changing gateway plugins (credentials, on/off) is for admins: a manager gets 403, nothing changes."""
+    """Plugins, SMS templates, API tokens and staff are for admins: a manager gets 403, nothing changes."""
     manager = make_user(company, email="manager@example.test", role="manager")
     admin_rules = [rule for rule in app.url_map.iter_rules() if _is_admin_only(app.view_functions[rule.endpoint])]
-    required = {"plugins.toggle", "plugins.save_settings"}
+    required = {"plugins.index", "plugins.toggle", "plugins.save_settings", "settings.save_template",
+                "settings.api_token_list", "settings.create_api_token", "settings.revoke_api_token", "staff.index",
+                "staff.add", "staff.change_role", "staff.deactivate", "staff.reactivate", "staff.password_link"}
     missing = required - {rule.endpoint for rule in admin_rules}
     assert not missing, f"not admin-only (or not registered yet): {sorted(missing)}"
     world = _world(company)

@@ -1,4 +1,5 @@
 """HTTP only: each blueprint parses input, calls one domain function, renders."""
+from mpm.blueprints.account import bp as account
 from mpm.blueprints.api import bp as api
 from mpm.blueprints.auth import bp as auth
 from mpm.blueprints.broadcasts import bp as broadcasts
@@ -10,9 +11,11 @@ from mpm.blueprints.main import bp as main
 from mpm.blueprints.plugins import bp as plugins
 from mpm.blueprints.settings import bp as settings
 from mpm.blueprints.sms import bp as sms
+from mpm.blueprints.staff import bp as staff
 from mpm.blueprints.transactions import bp as transactions
 
-ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms]
+ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms,
+                 staff, account]
 
 
 def all_blueprints() -> list:

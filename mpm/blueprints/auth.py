@@ -1,4 +1,4 @@
-"""Log in and out."""
+"""Log in and out, and choose a password with a one-time link."""
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -7,7 +7,8 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from mpm.accounts import authenticate
+from mpm import accounts
+from mpm.accounts import AccountDeactivated, AccountRefused, LinkNotUsable, authenticate
 
 bp = Blueprint("auth", __name__)
 
@@ -33,11 +34,15 @@ def login():
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        user = authenticate(form.email.data, form.password.data)
+        try:
+            user = authenticate(form.email.data, form.password.data)
+        except AccountDeactivated as exc:
+            user, error = None, str(exc)
+        else:
+            error = None if user else WRONG_LOGIN
         if user is not None:
             login_user(user)
             return redirect(_safe_next(request.args.get("next")))
-        error = WRONG_LOGIN
     elif request.method == "POST":
         error = WRONG_LOGIN if not form.csrf_token.errors else "The form expired; please try again."
     status = 401 if error else 200
@@ -49,4 +54,29 @@ def login():
 def logout():
     logout_user()
     flash("You are logged out.")
+    return redirect(url_for("auth.login"))
+
+
+# The token travels as ?token=… so access logs redact it (mpm.security.redact_url).
+@bp.route("/set-password", methods=["GET", "POST"])
+def set_password():
+    token = request.values.get("token", "")
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    if request.method == "GET":
+        try:
+            user = accounts.user_for_link(token)
+        except LinkNotUsable as exc:
+            return render_template("auth/set_password.html", link_error=str(exc)), 404, headers
+        return render_template("auth/set_password.html", user=user, token=token), 200, headers
+    try:
+        user = accounts.set_password_from_link(token, request.form.get("password", ""), request.form.get("repeat", ""))
+    except LinkNotUsable as exc:
+        return render_template("auth/set_password.html", link_error=str(exc)), 404, headers
+    except AccountRefused as exc:
+        page = render_template("auth/set_password.html", user=accounts.user_for_link(token), token=token,
+                               error=str(exc))
+        return page, 422, headers
+    if current_user.is_authenticated:
+        logout_user()  # someone else's session in this browser must not carry on as before
+    flash(f"Your password is set. Log in with {user.email} and your new password.")
     return redirect(url_for("auth.login"))

@@ -61,7 +61,7 @@ def reply(sms_id: int):
         replies.reply_to(sms, body, current_user.id)
     except SmsRefused as exc:
         context = _conversation(sms, reply_error=str(exc), typed=body,
-                                no_provider=isinstance(exc, NoActiveSmsProvider))
+                                no_provider=isinstance(exc, NoActiveSmsProvider) and current_user.is_admin)
         return page_or_fragment("inbox/conversation.html", "inbox/_thread.html", **context), 422
     if not request.headers.get("HX-Request"):
         flash("Reply queued.")

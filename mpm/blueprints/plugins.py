@@ -1,5 +1,5 @@
-"""Settings → Plugins, and each gateway plugin's Overview and Settings pages.
-Everyone logged in can look; only admins change anything (a manager's POST is a 403)."""
+"""Settings → Plugins, and each gateway plugin's Overview and Settings pages: admins only
+(a manager gets a 403 on every route, to look or to change)."""
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -25,6 +25,7 @@ def _index_context() -> dict:
 
 @bp.get("/")
 @login_required
+@admin_required
 def index():
     return page_or_fragment("plugins/index.html", "plugins/_list.html", **_index_context())
 
@@ -45,6 +46,7 @@ def toggle(gateway: str):
 
 @bp.get("/<gateway>/")
 @login_required
+@admin_required
 def overview(gateway: str):
     key = _known(gateway)
     return render_template("plugins/overview.html", view=plugins.overview(company_id(), key),
@@ -65,6 +67,7 @@ def _settings_page(key: str, form, connection=None, test_sms=None, sms_error: st
 
 @bp.get("/<gateway>/settings")
 @login_required
+@admin_required
 def settings(gateway: str):
     key = _known(gateway)
     return _settings_page(key, plugins.settings_form(company_id(), key))
@@ -109,6 +112,7 @@ def send_test_sms(gateway: str):
 
 @bp.get("/<gateway>/test-sms/<int:sms_id>")
 @login_required
+@admin_required
 def test_sms_status(gateway: str, sms_id: int):
     key = _known(gateway)
     sms = plugins.find_test_sms(company_id(), sms_id)

@@ -81,6 +81,7 @@ def toggle_transaction_sms():
 
 @bp.get("/api-tokens")
 @login_required
+@admin_required
 def api_token_list():
     return render_template("settings/api_tokens.html", tokens=api_tokens.tokens(company_id()), new_token=None)
 

@@ -46,8 +46,8 @@ def plugins_url() -> str:
 
 
 def _refusal(exc: SmsRefused) -> dict:
-    # "No active SMS provider" is fixed in Settings → Plugins: the message links there.
-    return {"error": str(exc), "error_needs_plugins": isinstance(exc, NoActiveSmsProvider)}
+    # "No active SMS provider" is fixed in Settings → Plugins: the message links there (for admins, who can open it).
+    return {"error": str(exc), "error_needs_plugins": isinstance(exc, NoActiveSmsProvider) and current_user.is_admin}
 
 
 # ---------------------------------------------------------------- customer page: Send SMS panel

@@ -1,5 +1,5 @@
 """All models, imported here so metadata (and Alembic) sees every table."""
-from mpm.models.company import ApiToken, AuditEntry, Company, User
+from mpm.models.company import ApiToken, AuditEntry, Company, PasswordLink, User
 from mpm.models.people import CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
 from mpm.models.broadcast import Broadcast
 from mpm.models.gateway import GatewaySetting
@@ -10,6 +10,6 @@ from mpm.models.templates import SmsTemplate
 
 __all__ = [
     "ApiToken", "AuditEntry", "Broadcast", "Company", "CustomerGroup", "CustomerType",
-    "GatewaySetting", "MiniGrid", "Person", "PhoneNumber", "Sms", "SmsEvent", "User",
+    "GatewaySetting", "MiniGrid", "PasswordLink", "Person", "PhoneNumber", "Sms", "SmsEvent", "User",
     "Transaction", "MaintenanceTicket", "TicketComment", "SmsTemplate",
 ]
