@@ -4,7 +4,7 @@ from email.message import EmailMessage
 
 from flask import current_app
 
-from mpm.gateways.credentials import scrub
+from mpm.credentials import scrub
 
 TIMEOUT_SECONDS = 10
 

@@ -195,7 +195,7 @@ def serve_callbacks(app, company_id: int, simulator: SimulatorProcess):
 
 def enable_africastalking(company_id: int, simulator: SimulatorProcess, **options):
     from mpm.extensions import db
-    from mpm.gateways.credentials import encrypt
+    from mpm.credentials import encrypt
     from mpm.gateways.registry import gateway_setting
 
     setting = gateway_setting(company_id, "africastalking")

@@ -58,13 +58,13 @@ def test_a_user_changes_their_name(sessions, manager):
     assert (entry.action, entry.user_id, entry.details["new"]) == ("account.name_changed", manager.id, "Amani Njoroge")
 
 
-@pytest.mark.parametrize("name, message", [("", "Enter a name."), ("   ", "Enter a name."),
-                                           ("n" * 121, "at most 120 characters"),
-                                           ("n" * 2_000_000, "at most 120 characters")])
-def test_a_bad_name_is_refused_and_nothing_changes(sessions, manager, name, message):
+@pytest.mark.parametrize("name, code, message", [("", 422, "Enter a name."), ("   ", 422, "Enter a name."),
+                                                 ("n" * 121, 422, "at most 120 characters"),
+                                                 ("n" * 2_000_000, 413, "too large")])
+def test_a_bad_name_is_refused_and_nothing_changes(sessions, manager, name, code, message):
     office, _ = sessions
     response = office.post("/account/name", data={"name": name, "csrf_token": csrf_token(office)})
-    assert response.status_code == 422 and message in response.get_data(as_text=True)
+    assert response.status_code == code and message.lower() in response.get_data(as_text=True).lower()
     assert fresh(manager).name == "Manager" and actions() == []
 
 
