@@ -17,15 +17,14 @@ from sqlalchemy import DateTime, String, cast, insert, literal, select, update
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, progress, schedule
 from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout
+from mpm.jobs import enqueue_done_check, enqueue_send
 from mpm.extensions import db
 from mpm.messaging import status
 from mpm.messaging.encoding import analyse
-from mpm.messaging.send import enqueue_batches
 from mpm.models import Broadcast, Company, Sms, SmsEvent
 from mpm.models.base import utcnow
-from mpm.queue import BULK, queue
+from mpm.queue import BULK
 
-DONE_CHECK_JOB = "mpm.broadcasts.fanout.check_done"
 DONE_CHECK_EVERY = timedelta(seconds=30)
 EXPIRED_REASON = "validity period of the broadcast ended before it could be sent"
 
@@ -139,21 +138,18 @@ def enqueue_unsent(broadcast: Broadcast) -> int:
                              Sms.id > broadcast.enqueued_through_sms_id).order_by(Sms.id)))
     if not ids:
         return 0
-    enqueue_batches(broadcast.company_id, ids, BULK)
     db.session.execute(
         update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.enqueued_through_sms_id < ids[-1])
         .values(enqueued_through_sms_id=ids[-1]).execution_options(synchronize_session=False))
     db.session.commit()
+    enqueue_send(broadcast.company_id, BULK)
     db.session.refresh(broadcast)
     return len(ids)
 
 
 def _check_done_later(broadcast: Broadcast, now: bool = False) -> None:
-    q = queue(BULK)
-    if now:  # FIFO: runs after the batches just enqueued have been taken
-        q.enqueue(DONE_CHECK_JOB, broadcast.id)
-    else:
-        q.enqueue_in(DONE_CHECK_EVERY, DONE_CHECK_JOB, broadcast.id)
+    # Now: FIFO, it runs after the send job just enqueued has had its turn.
+    enqueue_done_check(broadcast.id, None if now else DONE_CHECK_EVERY)
 
 
 def check_done(broadcast_id: int) -> str:

@@ -9,24 +9,23 @@ from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import select, update
-from rq import Retry
 
+from mpm import jobs
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, schedule
 from mpm.broadcasts.audience import Audience, AudienceCounts
 from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo
-from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
+from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider
 from mpm.models import AuditEntry, Broadcast, Company, Sms
 from mpm.models.base import utcnow
-from mpm.queue import BULK, queue
+from mpm.queue import BULK
 
 DEFAULT_PRICE_PER_SEGMENT = Decimal("0.80")
 DEFAULT_VALIDITY_HOURS = 24
 MAX_VALIDITY_HOURS = 7 * 24
 DEFAULT_CHUNK_SIZE = 2000
-FANOUT_JOB = "mpm.broadcasts.fanout.run_broadcast"
 ACTIVE = ("scheduled", "sending")
 
 
@@ -206,12 +205,7 @@ def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: dateti
 
 def enqueue_fanout(broadcast: Broadcast, at: datetime | None = None) -> None:
     """After commit. A failed fan-out job is retried; chunks already committed are never redone."""
-    retry = Retry(max=3, interval=[10, 60, 300])
-    q = queue(BULK)
-    if at is not None:
-        q.enqueue_at(at, FANOUT_JOB, broadcast.id, retry=retry)
-    else:
-        q.enqueue(FANOUT_JOB, broadcast.id, retry=retry)
+    jobs.enqueue_fanout(broadcast.id, at)
 
 
 def _get(company_id: int, broadcast_id: int) -> Broadcast:
@@ -270,7 +264,7 @@ def _requeue_held_messages(broadcast: Broadcast) -> None:
                              Sms.status == status.QUEUED, Sms.id <= broadcast.enqueued_through_sms_id)
         .order_by(Sms.id)).all()
     if held:
-        enqueue_batches(broadcast.company_id, held, BULK)
+        jobs.enqueue_send(broadcast.company_id, BULK)
 
 
 def cancel(company_id: int, broadcast_id: int, user_id: int | None, now: datetime | None = None) -> Broadcast:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal_column, select, update
 
 from mpm.extensions import db
 from mpm.messaging import status as st
@@ -95,8 +95,11 @@ def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str
         params.append(row)
     assignments = {"status": new, "updated_at": now,
                    **{c: bindparam(f"_{c}", type_=_sms.c[c].type) for c in columns}}
+    # An executemany cannot carry an expanding IN parameter: the statuses (our own constants) are
+    # written into the statement.
+    statuses = [literal_column(f"'{s}'") for s in sorted(allowed)]
     statement = (update(_sms)
-                 .where(_sms.c.company_id == company_id, _sms.c.id == bindparam("_id"), _sms.c.status.in_(allowed))
+                 .where(_sms.c.company_id == company_id, _sms.c.id == bindparam("_id"), _sms.c.status.in_(statuses))
                  .values(assignments))
     db.session.execute(statement, params)
     ids = [c.sms_id for c in changes]
@@ -111,3 +114,20 @@ def requeue(company_id: int, changes: Sequence[Change], *, kind: str = "status")
     """`sending` → `queued`: the one backward move, for messages no gateway took for sure (the
     retry's due time goes in values["next_attempt_at"])."""
     return move_each(company_id, st.QUEUED, changes, kind=kind, sources=(st.SENDING,))
+
+
+# ----------------------------------------------------------------------------- send engine
+
+def close_unconfirmed(now: datetime, reason: str, limit: int = 10_000) -> int:
+    """Unconfirmed messages whose report window passed: they stay `unconfirmed` (a final state
+    now), say why, and no longer wait (report_due_at cleared). Returns how many."""
+    rows = db.session.execute(select(_sms.c.id, _sms.c.company_id).where(
+        _sms.c.status == st.UNCONFIRMED, _sms.c.report_due_at.is_not(None), _sms.c.report_due_at <= now)
+        .limit(limit)).all()
+    if not rows:
+        return 0
+    ids = [r[0] for r in rows]
+    db.session.execute(update(_sms).where(_sms.c.id.in_(ids), _sms.c.status == st.UNCONFIRMED)
+                       .values(error=reason, report_due_at=None, updated_at=now))
+    write_events([event_row(company_id, sid, "status", reason, st.UNCONFIRMED, None, now) for sid, company_id in rows])
+    return len(rows)
