@@ -136,13 +136,15 @@ def enqueue_unsent(broadcast: Broadcast) -> int:
     ids = list(db.session.scalars(
         select(Sms.id).where(Sms.broadcast_id == broadcast.id, Sms.status == status.QUEUED,
                              Sms.id > broadcast.enqueued_through_sms_id).order_by(Sms.id)))
+    # The company's bulk send job takes every due queued row; when none is queued or running
+    # (e.g. a worker died after the last chunk's commit), one is enqueued.
+    enqueue_send(broadcast.company_id, BULK)
     if not ids:
         return 0
     db.session.execute(
         update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.enqueued_through_sms_id < ids[-1])
         .values(enqueued_through_sms_id=ids[-1]).execution_options(synchronize_session=False))
     db.session.commit()
-    enqueue_send(broadcast.company_id, BULK)
     db.session.refresh(broadcast)
     return len(ids)
 

@@ -16,7 +16,6 @@ NOT_SENT = "not_sent"
 # Perhaps taken: read timeout, connection reset after the request was written, a 2xx we cannot
 # read. Never sent again by any gateway: it waits for the provider's report as `unconfirmed`.
 MAYBE_SENT = "maybe_sent"
-GATEWAY_ERROR = NOT_SENT  # the name before failures were split into not-sent and maybe-sent
 
 Outcome = Literal["accepted", "rejected", "not_sent", "maybe_sent"]
 
