@@ -109,13 +109,11 @@ def drain(company_id: int, lane: str, *, budget: float, renew=lambda: None) -> D
         if any(s.gateway == "viber" for s in run.settings):
             run.viber_ids.update(_viber_ids(company_id, {r.person_id for r in rows if r.person_id} - set(run.viber_ids)))
         for key, group in _route(run, rows, now, result):
-            handed_back = _send_group(run, key, group, result)
+            handed_back = _send_group(run, key, group, result, deadline=started + budget, renew=renew)
             if handed_back is not None:
                 result.resume_at = handed_back
                 return result
-            renew()
-            if time.monotonic() - started >= budget:
-                result.more = True
+            if result.more:
                 return result
         if time.monotonic() - started >= budget:
             result.more = True
@@ -214,9 +212,10 @@ def _route(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> l
     return sorted(plan.items(), key=lambda item: order.index(item[0]))
 
 
-def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult) -> datetime | None:
-    """Request by request through one gateway. Returns the time to continue when the send rate
-    has no slot within MAX_RATE_WAIT_SECONDS (nothing of this group was claimed beyond that)."""
+def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, deadline: float,
+                renew) -> datetime | None:
+    """Request by request through one gateway, until the run's deadline (then result.more).
+    Returns the time to continue when the send rate has no slot within MAX_RATE_WAIT_SECONDS."""
     setting = next(s for s in run.settings if s.gateway == key)
     gateway = get_gateway(key)
     config = run.configs[key]
@@ -249,6 +248,10 @@ def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult) -> d
         taken = _request(run, setting, config, request, by_id, result)
         if limits and taken < len(request):
             ratelimit.give_back_quota(run.company_id, key, len(request) - taken, limits)
+        renew()
+        if time.monotonic() >= deadline and index + 1 < len(requests):
+            result.more = True
+            return None
     return None
 
 
