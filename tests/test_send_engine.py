@@ -195,3 +195,29 @@ def test_a_small_send_of_another_company_is_not_stuck_behind_a_big_broadcast(app
     assert len(small) == 10
     assert small[-1] - started < 4.0
     assert small[-1] < big[-1] - 1.0  # out long before the big one ends
+
+
+def test_why_a_message_waits_and_a_gateways_circuit_are_shown_to_staff(app, company, simulator, logged_in):
+    from tests.conftest import make_person
+    from mpm.messaging.send import recipient_for_person
+
+    app.config.update(CIRCUIT_FAILURES=1)
+    enable_simulated_gateway(company, simulator)
+    simulator.configure("africastalking", mode="5xx")
+    person = make_person(company)
+    [sms] = queue_messages(company.id, [recipient_for_person(person)], "Your token is 1234")
+    run_jobs(app)
+    db.session.expire_all()
+    reason = db.session.get(Sms, sms.id).waiting_reason
+    assert reason.startswith("gateway down, retrying at ")
+
+    for page in ("/sms/", f"/sms/{sms.id}", f"/sms/people/{person.id}/history"):
+        html = logged_in.get(page).get_data(as_text=True)
+        assert reason in html, page
+
+    overview = logged_in.get("/plugins/africastalking/").get_data(as_text=True)
+    assert 'data-circuit="open"' in overview and "skipped since" in overview
+    assert "AfricasTalking answered HTTP 503" in overview
+    listing = logged_in.get("/plugins/").get_data(as_text=True)
+    assert 'data-circuit="open"' in listing
+    assert "skipped after repeated sending failures" in listing  # the audit log's words

@@ -100,8 +100,9 @@ def _change(setting: GatewaySetting, state: str, now: datetime, reason: str) -> 
 def describe(setting: GatewaySetting) -> str:
     """One line for the plugin pages: the circuit state in words."""
     if setting.circuit_state == OPEN:
-        due = reopens_at(setting)
-        return f"skipped after repeated failures; tested again at {due:%H:%M} UTC" if due else "skipped"
+        since, due = _aware(setting.circuit_since), reopens_at(setting)
+        return (f"skipped since {since:%Y-%m-%d %H:%M} UTC after repeated failures; tested again from {due:%H:%M} UTC"
+                if since else "skipped after repeated failures")
     if setting.circuit_state == PROBING:
         return "being tested with one request"
     return "in use"
