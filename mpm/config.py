@@ -41,8 +41,8 @@ def from_environment() -> dict:
         "SMS_VALIDITY_HOURS": _int("MPM_SMS_VALIDITY_HOURS", 24),
         # How long a maybe-sent (`unconfirmed`) message waits for the provider's report.
         "SMS_UNCONFIRMED_WINDOW_SECONDS": _int("MPM_SMS_UNCONFIRMED_WINDOW_SECONDS", 2 * 3600),
-        # Messages looked at per step of a send job (a request carries at most the gateway's own limit).
-        "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 100),
+        # Due messages a send job reads at a time (a request carries at most the gateway's own limit).
+        "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 500),
         # A send job works this long, then goes to the back of its queue (fairness between companies).
         "SMS_DRAIN_BUDGET_SECONDS": float(os.environ.get("MPM_SMS_DRAIN_BUDGET_SECONDS", "1.5")),
         "SMS_SWEEP_SECONDS": _int("MPM_SMS_SWEEP_SECONDS", 30),

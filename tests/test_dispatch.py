@@ -42,8 +42,9 @@ def test_message_goes_out_through_africastalking_with_cost_and_provider_id(app, 
     [received] = simulator.received("africastalking")
     assert received["number"] == "+254712345678" and received["message"] == "Your token is 1234"
     assert sms.provider_message_id == received["id"]
-    kinds = [(e.kind, e.status) for e in _events(sms.id)]
-    assert ("attempt", "sending") in kinds and ("attempt", "sent") in kinds
+    # One event per request and message: the attempt with the provider's answer.
+    assert [(e.kind, e.status, e.gateway) for e in _events(sms.id)] == [
+        ("status", "queued", None), ("attempt", "sent", "africastalking")]
 
 
 def test_one_request_per_distinct_body_to_many_recipients(app, company, simulator):

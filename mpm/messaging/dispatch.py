@@ -98,6 +98,17 @@ def drain(company_id: int, lane: str, *, budget: float, renew=lambda: None) -> D
     """Send the due queued messages of this company's lane for about `budget` seconds."""
     started = time.monotonic()
     result = DrainResult()
+    # Each request commits twice; the run's own objects (gateway settings) need not be reloaded
+    # after every commit. Another worker's circuit change is seen by the next run.
+    session = db.session()
+    expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        return _drain(company_id, lane, budget, renew, started, result)
+    finally:
+        session.expire_on_commit = expire_on_commit
+
+
+def _drain(company_id: int, lane: str, budget: float, renew, started: float, result: DrainResult) -> DrainResult:
     run = _Run(company_id, lane)
     batch = current_app.config["SMS_BATCH_SIZE"]
     while True:
@@ -262,12 +273,7 @@ def _request(run: _Run, setting, config, request: list[OutboundMessage], by_id: 
     gateway = get_gateway(key)
     label = GATEWAY_LABELS.get(key, key)
     now = utcnow()
-    claimed = set(ledger.move(
-        run.company_id, [m.sms_id for m in request], status.SENDING,
-        f"sending through {label} ({len(request)} in this request)", kind="attempt", gateway=key,
-        sources=(status.QUEUED,),
-        values={"gateway": key, "attempts": _sms.c.attempts + 1, "waiting_reason": None},
-        where=_due(run.company_id, now)))
+    claimed = set(ledger.claim(run.company_id, [m.sms_id for m in request], key, where=_due(run.company_id, now)))
     db.session.commit()
     request = [m for m in request if m.sms_id in claimed]
     if not request:
@@ -303,7 +309,7 @@ def _settle(run: _Run, setting, request: list[OutboundMessage], answers: dict[in
             gateway_answered = True
             sent.append(ledger.Change(row.id, detail or f"accepted by {label}", key, {
                 "provider_message_id": answer.provider_message_id, "cost": answer.cost[:32] if answer.cost else None,
-                "error": None, "next_attempt_at": None, "tried_gateways": tried}))
+                "error": None}))
         elif answer.outcome == REJECTED:
             gateway_answered = True
             failed.append(ledger.Change(row.id, detail, key, {

@@ -101,10 +101,12 @@ def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str
     statement = (update(_sms)
                  .where(_sms.c.company_id == company_id, _sms.c.id == bindparam("_id"), _sms.c.status.in_(statuses))
                  .values(assignments))
-    db.session.execute(statement, params)
     ids = [c.sms_id for c in changes]
-    moved = set(db.session.scalars(select(_sms.c.id).where(
-        _sms.c.id.in_(ids), _sms.c.status == new, _sms.c.updated_at == now)))
+    if db.session.execute(statement, params).rowcount == len(ids):
+        moved = set(ids)  # every row moved (the common case): no read-back needed
+    else:
+        moved = set(db.session.scalars(select(_sms.c.id).where(
+            _sms.c.id.in_(ids), _sms.c.status == new, _sms.c.updated_at == now)))
     write_events([event_row(company_id, c.sms_id, kind, c.detail, new, c.gateway, now)
                   for c in changes if c.sms_id in moved])
     return [c.sms_id for c in changes if c.sms_id in moved]
@@ -131,3 +133,19 @@ def close_unconfirmed(now: datetime, reason: str, limit: int = 10_000) -> int:
                        .values(error=reason, report_due_at=None, updated_at=now))
     write_events([event_row(company_id, sid, "status", reason, st.UNCONFIRMED, None, now) for sid, company_id in rows])
     return len(rows)
+
+
+def claim(company_id: int, sms_ids: Sequence[int], gateway: str, where=None) -> list[int]:
+    """`queued` → `sending` for one provider request: the messages this request may send (a second
+    claimer of the same rows gets none of them). No event here: the request's outcome writes one per
+    message, and a crash before it is explained by the sweep's move to `unconfirmed`."""
+    if not sms_ids:
+        return []
+    statement = (update(_sms)
+                 .where(_sms.c.company_id == company_id, _sms.c.id.in_(list(sms_ids)), _sms.c.status == st.QUEUED)
+                 .values(status=st.SENDING, gateway=gateway, attempts=_sms.c.attempts + 1, waiting_reason=None,
+                         updated_at=utcnow())
+                 .returning(_sms.c.id))
+    if where is not None:
+        statement = statement.where(where)
+    return list(db.session.scalars(statement))
