@@ -87,7 +87,7 @@ def main() -> int:
 
                 rows = [{"company_id": company.id, "direction": "outbound", "number": numbers[i], "body": bodies[i],
                          "status": "queued", "trigger": "broadcast", "lane": BULK} for i in range(args.messages)]
-                ids = db.session.scalars(insert(Sms).returning(Sms.id, sort_by_parameter_order=True), rows).all()
+                db.session.execute(insert(Sms), rows)
                 db.session.commit()
                 enqueue_send(company.id, BULK)
             else:
