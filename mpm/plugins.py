@@ -18,7 +18,7 @@ from mpm.extensions import db
 from mpm.gateway_settings import callback_urls, config_with, gateway_setting, settings_by_key
 from mpm.gateways.base import CredentialCheck, SettingField
 from mpm.gateways.registry import all_gateways, get_gateway
-from mpm.messaging import status
+from mpm.messaging import circuit, status
 from mpm.messaging.send import NO_ACTIVE_PROVIDER, Recipient, queue_messages
 from mpm.models import AuditEntry, Company, GatewaySetting, Sms
 from mpm.models.base import as_utc, utcnow
@@ -70,6 +70,12 @@ class PluginState:
     validation_message: str = ""
     validated_at: datetime | None = None
     deprecated: bool = False
+    # Circuit breaker of the send engine (mpm.messaging.circuit): closed / open / probing.
+    circuit: str = "closed"
+    circuit_words: str = "in use"
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    last_success_at: datetime | None = None
 
     @property
     def usable(self) -> bool:
@@ -192,6 +198,9 @@ def _state(position: int, key: str, row: GatewaySetting | None) -> PluginState:
         state.configured = bool(row.credentials_encrypted)
         state.validation_message = row.validation_message or ""
         state.validated_at = row.validated_at
+        state.circuit, state.circuit_words = row.circuit_state or "closed", circuit.describe(row)
+        state.last_error, state.last_error_at = row.last_error or "", row.last_error_at
+        state.last_success_at = row.last_success_at
     return state
 
 
@@ -216,6 +225,9 @@ AUDIT_TEXT = {
     "plugin.credentials_rejected": "credentials refused by the provider (not saved)",
     "plugin.connection_tested": "connection tested",
     "plugin.test_sms": "test SMS queued",
+    "plugin.circuit_open": "skipped after repeated sending failures",
+    "plugin.circuit_probing": "tested with one request after the cool-down",
+    "plugin.circuit_closed": "in use again: the gateway answered",
 }
 
 

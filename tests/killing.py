@@ -80,7 +80,7 @@ def copies_per_number(received: list[dict], marker: str) -> Counter:
 
 class WorkerPool:
     """Worker processes on the test's database and Redis. `settings` are extra environment
-    variables (MPM_SWEEP_EVERY_SECONDS, MPM_BROADCAST_CHUNK_SIZE, ...)."""
+    variables (MPM_SMS_SWEEP_SECONDS, MPM_BROADCAST_CHUNK_SIZE, ...)."""
 
     def __init__(self, database_url: str, redis_url: str, secret_key: str, logs: Path, settings: dict | None = None):
         self.logs = logs

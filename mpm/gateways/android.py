@@ -17,9 +17,9 @@ from typing import Annotated
 import requests
 from pydantic import StringConstraints
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, SEND_RATE_FIELD, CallbackRefused, CallbackRequest,
+from mpm.gateways.base import (ACCEPTED, NOT_SENT, SEND_RATE_FIELD, CallbackRefused, CallbackRequest,
                                CallbackResult, CallbackRoute, CredentialCheck, DeliveryReport, GatewayConfig,
-                               GatewayDefaults, OutboundMessage, SendResult, SettingField)
+                               GatewayDefaults, OutboundMessage, SendResult, failure_detail, request_failure, SettingField)
 from mpm.gateways.webhooks import Payload, validated
 
 LIVE_URL = "https://fcm.googleapis.com"
@@ -78,8 +78,10 @@ class AndroidGateway(GatewayDefaults):
                 response = self._push(data, config)
                 answer = response.json() if response.status_code == 200 else {}
             except requests.RequestException as exc:
-                detail = f"Firebase could not be reached ({type(exc).__name__})"
-                results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=detail) for m in messages[len(results):])
+                results.append(SendResult(message.sms_id, request_failure(exc),
+                                          detail=failure_detail("Firebase", exc, config.timeout)))
+                results.extend(SendResult(m.sms_id, NOT_SENT, detail="not tried: Firebase did not answer")
+                               for m in messages[len(results):])
                 break
             except ValueError:
                 answer = {}
@@ -88,7 +90,7 @@ class AndroidGateway(GatewayDefaults):
                                           detail="pushed to the Android phone"))
             else:
                 error = (answer.get("results") or [{}])[0].get("error") or f"HTTP {response.status_code}"
-                results.append(SendResult(message.sms_id, GATEWAY_ERROR, detail=f"Firebase refused the push: {error}"))
+                results.append(SendResult(message.sms_id, NOT_SENT, detail=f"Firebase refused the push: {error}"))
         return results
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
