@@ -73,8 +73,8 @@ def main() -> int:
 
         from mpm import create_app
         from mpm.extensions import db
-        from mpm.gateways.credentials import encrypt
-        from mpm.gateways.registry import gateway_setting
+        from mpm.credentials import encrypt
+        from mpm.gateway_settings import gateway_setting
         from mpm.messaging.send import Recipient, queue_messages
         from mpm.models import Company, Sms
         from mpm.queue import BULK

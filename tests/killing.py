@@ -182,7 +182,7 @@ def serve_callbacks(app, company_id: int, simulator: SimulatorProcess):
 
     from werkzeug.serving import make_server
 
-    from mpm.gateways.registry import gateway_setting
+    from mpm.gateway_settings import gateway_setting
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -196,7 +196,7 @@ def serve_callbacks(app, company_id: int, simulator: SimulatorProcess):
 def enable_africastalking(company_id: int, simulator: SimulatorProcess, **options):
     from mpm.extensions import db
     from mpm.credentials import encrypt
-    from mpm.gateways.registry import gateway_setting
+    from mpm.gateway_settings import gateway_setting
 
     setting = gateway_setting(company_id, "africastalking")
     setting.enabled, setting.valid = True, True

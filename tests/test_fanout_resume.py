@@ -13,7 +13,7 @@ from mpm.broadcasts import fanout, lifecycle
 from mpm.broadcasts.audience import Audience
 from mpm.broadcasts.lifecycle import BroadcastForm
 from mpm.extensions import db
-from mpm.messaging.sweep import sweep_lost_messages
+from mpm.messaging.sweep import sweep
 from mpm.models import Broadcast, MiniGrid, Sms
 from mpm.models.base import utcnow
 from mpm.queue import BULK, queue, redis_connection
@@ -57,7 +57,7 @@ def test_a_fanout_killed_mid_chunk_is_resumed_by_the_sweep_and_completes(app, cr
     queue(BULK).remove(next_fanout_job(crowd.id).id)
     assert fanout.run_broadcast(crowd.id) == "10 created"  # chunk 1 as a worker runs it; the next job is queued
     worker_died_running(next_fanout_job(crowd.id))
-    assert sweep_lost_messages()["broadcasts_resumed"] == 1
+    assert sweep()["broadcasts_resumed"] == 1
     assert fanout.resume_stalled_fanouts() == []  # the new job is queued now
     run_jobs(app)
     db.session.expire_all()

@@ -14,7 +14,7 @@ from mpm.extensions import db
 from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.gateways import registry
 from mpm.gateways.africastalking import LIVE_URL as AT_URL
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, SEND_RATE_FIELD, CallbackRefused, CallbackRequest, CallbackRoute,
+from mpm.gateways.base import (ACCEPTED, NOT_SENT, SEND_RATE_FIELD, CallbackRefused, CallbackRequest, CallbackRoute,
                                CredentialCheck, DeliveryReport, Gateway, GatewayConfig, GatewayDefaults, OutboundMessage,
                                SendResult, SettingField)
 from mpm.gateways.webhooks import Payload, validated
@@ -53,7 +53,7 @@ class PigeonGateway(GatewayDefaults):
             if response.status_code == 201:
                 results.append(SendResult(message.sms_id, ACCEPTED, provider_message_id=response.json()["ref"]))
             else:
-                results.append(SendResult(message.sms_id, GATEWAY_ERROR, detail=f"Pigeon: HTTP {response.status_code}"))
+                results.append(SendResult(message.sms_id, NOT_SENT, detail=f"Pigeon: HTTP {response.status_code}"))
         return results
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:

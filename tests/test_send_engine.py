@@ -12,7 +12,7 @@ import responses
 from sqlalchemy import func, select
 
 from mpm.extensions import db
-from mpm.gateways.registry import find_gateway_setting
+from mpm.gateway_settings import find_gateway_setting
 from mpm.messaging.send import Recipient, queue_messages
 from mpm.models import AuditEntry, Sms
 from mpm.models.base import utcnow

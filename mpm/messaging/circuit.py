@@ -15,9 +15,9 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app
 
 from mpm import leases
-from mpm.extensions import db
-from mpm.gateways.catalog import GATEWAY_LABELS
-from mpm.models import AuditEntry, GatewaySetting
+from mpm.audit import audit
+from mpm.gateways.registry import get_gateway
+from mpm.models import GatewaySetting
 from mpm.queue import redis_connection
 
 CLOSED, OPEN, PROBING = "closed", "open", "probing"
@@ -92,9 +92,8 @@ def _change(setting: GatewaySetting, state: str, now: datetime, reason: str) -> 
     setting.circuit_since = now if state != CLOSED else None
     if state == CLOSED:
         setting.last_success_at = now
-    db.session.add(AuditEntry(company_id=setting.company_id, user_id=None, action=f"plugin.circuit_{state}",
-                              subject=GATEWAY_LABELS.get(setting.gateway, setting.gateway),
-                              details={"from": before, "to": state, "reason": reason[:500]}))
+    audit(setting.company_id, None, f"plugin.circuit_{state}", get_gateway(setting.gateway).label,
+          **{"from": before, "to": state, "reason": reason[:500]})
 
 
 def describe(setting: GatewaySetting) -> str:
