@@ -8,7 +8,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy import func, select
 
 from conftest import enable_simulated_gateway, make_person, make_user, run_jobs
-from mpm import leases
+from mpm import jobs, leases
 from mpm.broadcasts import fanout, lifecycle
 from mpm.broadcasts.audience import Audience
 from mpm.broadcasts.lifecycle import BroadcastForm
@@ -38,7 +38,7 @@ def crowd(app, company, simulator):
 
 def next_fanout_job(broadcast_id: int) -> Job:
     """The job the broadcast's chain goes on with."""
-    job_id = redis_connection().get(lifecycle._NEXT_JOB + str(broadcast_id)).decode()
+    job_id = redis_connection().get(jobs._NEXT_JOB + str(broadcast_id)).decode()
     return Job.fetch(job_id, connection=redis_connection())
 
 
