@@ -161,7 +161,9 @@ class AfricasTalkingGateway:
             parts.append(f"reason {form['failureReason']}")
         if form.get("networkCode"):
             parts.append(f"network {form['networkCode']}")
-        return DeliveryReport(message_id, REPORT_STATUSES[raw], ", ".join(parts), raw)
+        number = _digits((form.get("phoneNumber") or "").strip())[:19]
+        return DeliveryReport(message_id, REPORT_STATUSES[raw], ", ".join(parts), raw,
+                              number=f"+{number}" if number.isdigit() else "")
 
     def incoming_message_from_form(self, form) -> IncomingMessage:
         number = (form.get("from") or "").strip()

@@ -16,6 +16,7 @@ from sqlalchemy import and_, or_, select, update
 
 from mpm.extensions import db
 from mpm.messaging import ledger, status
+from mpm.messaging.delivery import ensure_report_writer
 from mpm.models import Broadcast, Sms
 from mpm.models.base import utcnow
 from mpm.queue import queue
@@ -65,4 +66,5 @@ def sweep_lost_messages(now=None) -> dict:
         q = queue(lane)
         for start in range(0, len(ids), batch):
             q.enqueue(DISPATCH_JOB, company_id, ids[start:start + batch])
+    ensure_report_writer()  # safety net: reports left in Redis by a writer that died
     return {"requeued": len(lost), "failed_stuck": len(abandoned)}
