@@ -68,6 +68,7 @@ def app(tmp_path, postgres_url, redis_url):
         "PUBLIC_BASE_URL": "http://mpm.test",
         "SIMULATOR_URL": "",
         "RATELIMIT_ENABLED": False,
+        "REPORT_WRITER_IDLE_MS": 20,  # drain_reports returns soon after the last report
     })
     app.test_client_class = IsolatedClient
     with app.app_context():

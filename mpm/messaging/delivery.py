@@ -46,7 +46,7 @@ BATCH = 1000
 LEASE_SECONDS = 15
 BUDGET_SECONDS = 1.5
 CYCLE_SECONDS = 0.1  # at most one batch per this interval unless a full batch waits: fewer, larger transactions
-IDLE_BLOCK_MS = 200
+IDLE_BLOCK_MS = 200  # how long an idle writer waits for more before it ends (config REPORT_WRITER_IDLE_MS)
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def _cycle(r) -> tuple[int, bool]:
     batch suggests more are waiting)."""
     entries = _read(r, "0", block=None)
     if not entries:
-        entries = _read(r, ">", block=IDLE_BLOCK_MS)
+        entries = _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
     r.delete(PARKED_READY)  # any id stored before this point is seen by the parked query below
     reports = [_from_entry(fields) for _, fields in entries]
     parked = _parked_now_matching()
