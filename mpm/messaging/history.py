@@ -27,7 +27,7 @@ from mpm.queue import HIGH
 STATUSES = (*status.ALL, status.RECEIVED)
 DIRECTIONS = ("outbound", "inbound")
 TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resend", "resend_information", "test")
-RESENDABLE = frozenset({status.FAILED, status.EXPIRED})
+RESENDABLE = frozenset({status.FAILED, status.EXPIRED})  # plus an `unconfirmed` whose wait is over: can_resend
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PERSON_HISTORY_SIZE = 20
 EXPORT_BATCH = 1000
@@ -418,10 +418,36 @@ class MessageDetail:
     resent_as: list[Sms]
     resend_of: Sms | None
     sender: User | None
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))  # the company's, for times in sentences
 
     @property
     def can_resend(self) -> bool:
-        return self.sms.direction == "outbound" and self.sms.status in RESENDABLE
+        return can_resend(self.sms)
+
+    @property
+    def waits_for_report(self) -> bool:
+        return self.sms.status == status.UNCONFIRMED and not unconfirmed_is_final(self.sms)
+
+    @property
+    def unconfirmed_explanation(self) -> str:
+        """What `unconfirmed` means for this message, in words for the operator."""
+        if self.sms.status != status.UNCONFIRMED:
+            return ""
+        if self.waits_for_report:
+            until = as_utc(self.sms.report_due_at).astimezone(self.zone).strftime("%H:%M")
+            return ("The gateway may have taken this message; we could not see its answer. "
+                    f"Waiting for its delivery report until {until}.")
+        return "The gateway may have sent it; no report came. Check with the recipient before resending."
+
+
+def unconfirmed_is_final(sms: Sms) -> bool:
+    """An `unconfirmed` message whose wait for a report is over (no report will be matched to it any more)."""
+    return sms.status == status.UNCONFIRMED and (
+        sms.report_due_at is None or as_utc(sms.report_due_at) <= datetime.now(timezone.utc))
+
+
+def can_resend(sms: Sms) -> bool:
+    return sms.direction == "outbound" and (sms.status in RESENDABLE or unconfirmed_is_final(sms))
 
 
 def message_detail(sms: Sms) -> MessageDetail:
@@ -437,11 +463,11 @@ def message_detail(sms: Sms) -> MessageDetail:
     if sms.sender_user_id:
         sender = db.session.scalar(select(User).where(User.company_id == sms.company_id, User.id == sms.sender_user_id))
     return MessageDetail(sms=sms, characters=info.characters, units=info.units, resent_as=resent_as,
-                         resend_of=resend_of, sender=sender)
+                         resend_of=resend_of, sender=sender, zone=company_zone(db.session.get(Company, sms.company_id)))
 
 
 def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> Sms:
-    """Queue a failed (or expired) outbound message again as a new SMS with trigger "resend".
+    """Queue a failed, expired or finally unconfirmed outbound message again as a new SMS with trigger "resend".
 
     It goes to the person's primary number as it is now (the failure may have been a wrong number that
     staff since corrected), or to the same number when the message had no person. Resending the same
@@ -451,8 +477,9 @@ def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> S
         raise LookupError(sms_id)
     if original.direction != "outbound":
         raise CannotResend("Only messages sent from here can be resent; this one was received.")
-    if original.status not in RESENDABLE:
-        raise CannotResend(f"Only a failed or expired message can be resent; this one is {original.status}.")
+    if not can_resend(original):
+        raise CannotResend("Only a failed or expired message, or an unconfirmed one whose wait for a report is over, "
+                           f"can be resent; this one is {original.status}.")
     if original.person is not None:
         recipient = recipient_for_person(original.person)
     else:
