@@ -72,16 +72,21 @@ def receive_delivery_reports(company_id: int, gateway: str, reports: list[Delive
     for report in reports:
         pipe.xadd(STREAM, {"c": company_id, "g": gateway, "i": report.provider_message_id, "s": report.status,
                            "d": report.detail, "r": report.raw_status, "n": report.number})
-    pipe.execute()
-    ensure_report_writer()
+    pipe.set(leases.key(WRITER_LEASE), "1", nx=True, ex=LEASE_SECONDS)  # ensure_report_writer, same round trip
+    if pipe.execute()[-1]:
+        _enqueue_writer()
 
 
 def ensure_report_writer() -> bool:
     """Enqueue the writer unless one holds the lease. True when a writer job was enqueued."""
     if not leases.take(WRITER_LEASE, LEASE_SECONDS):
         return False
-    queue(HIGH).enqueue(WRITER_JOB, result_ttl=0, failure_ttl=3600)
+    _enqueue_writer()
     return True
+
+
+def _enqueue_writer() -> None:
+    queue(HIGH).enqueue(WRITER_JOB, result_ttl=0, failure_ttl=3600)
 
 
 def apply_parked_reports(company_id: int, gateway: str) -> None:
@@ -148,7 +153,7 @@ def write_reports() -> int:
         if not more:
             time.sleep(max(0.0, CYCLE_SECONDS - (time.monotonic() - started)))
     if r.xlen(STREAM) > 0 or failures:
-        queue(HIGH).enqueue(WRITER_JOB, result_ttl=0, failure_ttl=3600)  # still ours: keep the lease
+        _enqueue_writer()  # still ours: keep the lease
         return done
     leases.release(WRITER_LEASE)
     # A report (or a stored id) that came after the last read but before the release found the lease held.
