@@ -13,6 +13,7 @@ belong to an `unconfirmed` message (we never saw the answer that carried its id)
 company, gateway and phone number while the message still waits for its report.
 """
 import hmac
+import json
 import logging
 import time
 from collections import defaultdict
@@ -68,13 +69,24 @@ class QueuedReport:
 
 def receive_delivery_reports(company_id: int, gateway: str, reports: list[DeliveryReport]) -> None:
     """Append authentic, valid reports to the durable queue and make sure a writer is on it."""
-    pipe = redis_connection().pipeline(transaction=False)
-    for report in reports:
-        pipe.xadd(STREAM, {"c": company_id, "g": gateway, "i": report.provider_message_id, "s": report.status,
-                           "d": report.detail, "r": report.raw_status, "n": report.number})
-    pipe.set(leases.key(WRITER_LEASE), "1", nx=True, ex=LEASE_SECONDS)  # ensure_report_writer, same round trip
-    if pipe.execute()[-1]:
+    entries = [json.dumps([company_id, gateway, report.provider_message_id, report.status, report.detail,
+                           report.raw_status, report.number]) for report in reports]
+    # One command on this hot path: append, then take the writer's lease if it is free (ensure_report_writer).
+    if _append_script()(keys=[STREAM, leases.key(WRITER_LEASE)], args=[LEASE_SECONDS, *entries]):
         _enqueue_writer()
+
+
+_APPEND = """
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'r', ARGV[i]) end
+return redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1])
+"""
+
+
+def _append_script():
+    ext = current_app.extensions
+    if "mpm_report_append" not in ext:
+        ext["mpm_report_append"] = redis_connection().register_script(_APPEND)
+    return ext["mpm_report_append"]
 
 
 def ensure_report_writer() -> bool:
@@ -220,9 +232,8 @@ def _read(r, position: str, block: int | None) -> list:
 
 
 def _from_entry(fields: dict) -> QueuedReport:
-    text = {k.decode(): v.decode() for k, v in fields.items()}
-    return QueuedReport(int(text["c"]), text["g"], text["i"], text["s"], text.get("d", ""), text.get("r", ""),
-                        text.get("n", ""))
+    company_id, gateway, provider_id, new, detail, raw, number = json.loads(fields[b"r"])
+    return QueuedReport(int(company_id), gateway, provider_id, new, detail, raw, number)
 
 
 # ---------------------------------------------------------------- applying a batch
