@@ -125,8 +125,15 @@ def callback_secret_matches(company_id: int, gateway: str, secret: str | None) -
     cached = _secrets.get(key)
     now = time.monotonic()
     if cached is None or cached[0] < now:
-        stored = db.session.scalar(select(GatewaySetting.callback_secret).where(
-            GatewaySetting.company_id == company_id, GatewaySetting.gateway == gateway))
+        try:
+            stored = db.session.scalar(select(GatewaySetting.callback_secret).where(
+                GatewaySetting.company_id == company_id, GatewaySetting.gateway == gateway))
+        except SQLAlchemyError:
+            db.session.rollback()
+            if cached is None:
+                raise
+            # The database is down: the secret we knew a moment ago still opens the queue (reports wait in Redis).
+            stored = cached[1]
         if len(_secrets) > 10_000:  # forged company ids must not grow the cache without end
             _secrets.clear()
         cached = _secrets[key] = (now + _SECRET_TTL, stored)
