@@ -212,3 +212,18 @@ def test_a_batch_read_by_a_writer_that_died_is_applied_by_the_next(app, client, 
     drain_reports(app)
     assert _row(sms.id).status == "delivered"
     assert len(_callback_events(sms.id)) == 1
+
+
+def test_the_endpoint_keeps_taking_reports_while_the_database_is_down(app, client, at, tmp_path, redis_url):
+    sms = _message(at, "ATXid_1")
+    _report(client, at, "ATXid_1", "Sent")  # a token checked once: Redis keeps its digest
+    drain_reports(app)
+    down = create_app({"TESTING": True, "SECRET_KEY": "x", "REDIS_URL": redis_url, "RATELIMIT_ENABLED": False,
+                       "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'missing-dir' / 'db.sqlite3'}"})
+    token = gateway_setting(at.id, "africastalking").callback_secret
+    url = f"/api/africas-talking/callback/{at.id}/delivery-reports?token="
+    answer = down.test_client().post(url + token, data={"id": "ATXid_1", "status": "Success"})
+    assert answer.status_code == 200
+    assert down.test_client().post(url + "wrong", data={"id": "ATXid_1", "status": "Failed"}).status_code == 403
+    drain_reports(app)  # the database is back
+    assert _row(sms.id).status == "delivered"

@@ -12,6 +12,7 @@ the database and applied once the id is stored; an AfricasTalking report for an 
 belong to an `unconfirmed` message (we never saw the answer that carried its id): it is matched by
 company, gateway and phone number while the message still waits for its report.
 """
+import hashlib
 import hmac
 import json
 import logging
@@ -112,7 +113,14 @@ def apply_parked_reports(company_id: int, gateway: str) -> None:
 
 
 # Callback secrets, cached per process for a few seconds: the report endpoint then needs no database.
+# Redis keeps a digest of each (never the secret) so that a process can still check a token while the
+# database is down: the reports then wait in Redis instead of being refused.
 _SECRET_TTL = 5.0
+_DIGEST_KEY = "mpm:callback-secret-digest:{}:{}"
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def callback_secret_matches(company_id: int, gateway: str, secret: str | None) -> bool:
@@ -120,9 +128,9 @@ def callback_secret_matches(company_id: int, gateway: str, secret: str | None) -
     effect within a few seconds in every process."""
     if company_id > 2**31 - 1 or not secret:
         return False
-    _secrets = current_app.extensions.setdefault("mpm_callback_secrets", {})
+    cache = current_app.extensions.setdefault("mpm_callback_secrets", {})
     key = (company_id, gateway)
-    cached = _secrets.get(key)
+    cached = cache.get(key)
     now = time.monotonic()
     if cached is None or cached[0] < now:
         try:
@@ -130,15 +138,25 @@ def callback_secret_matches(company_id: int, gateway: str, secret: str | None) -
                 GatewaySetting.company_id == company_id, GatewaySetting.gateway == gateway))
         except SQLAlchemyError:
             db.session.rollback()
-            if cached is None:
-                raise
-            # The database is down: the secret we knew a moment ago still opens the queue (reports wait in Redis).
-            stored = cached[1]
-        if len(_secrets) > 10_000:  # forged company ids must not grow the cache without end
-            _secrets.clear()
-        cached = _secrets[key] = (now + _SECRET_TTL, stored)
-    stored = cached[1]
-    return stored is not None and hmac.compare_digest(stored.encode(), secret.encode())
+            return _matches_kept_digest(company_id, gateway, secret)
+        digest = _digest(stored) if stored else ""
+        if cached is None or cached[1] != digest:
+            redis_connection().set(_DIGEST_KEY.format(company_id, gateway), digest, ex=7 * 24 * 3600)
+        if len(cache) > 10_000:  # forged company ids must not grow the cache without end
+            cache.clear()
+        cached = cache[key] = (now + _SECRET_TTL, digest)
+    return bool(cached[1]) and hmac.compare_digest(cached[1], _digest(secret))
+
+
+def _matches_kept_digest(company_id: int, gateway: str, secret: str) -> bool:
+    kept = redis_connection().get(_DIGEST_KEY.format(company_id, gateway))
+    if kept is None:
+        raise DatabaseUnavailable("cannot check the callback token while the database is down")
+    return bool(kept) and hmac.compare_digest(kept.decode(), _digest(secret))
+
+
+class DatabaseUnavailable(RuntimeError):
+    """Neither the database nor Redis can tell whether a callback token is right."""
 
 
 # ---------------------------------------------------------------- the writer (an RQ job)
