@@ -206,10 +206,13 @@ def verify(database_url: str, company_id: int) -> dict:
             "ignored_events": ignored}
 
 
-def start_servers(tmp: Path, database_url: str, redis_socket: str, web_workers: int) -> tuple[int, list, list]:
-    port = free_port()
+def start_servers(tmp: Path, database_url: str, redis_socket: str, web_workers: int, port: int | None = None,
+                  env: dict | None = None) -> tuple[int, list, list]:
+    """gunicorn as deploy/Procfile runs it, plus one RQ worker; returns (port, processes, log files)."""
+    port = port or free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": f"unix://{redis_socket}",
-           "MPM_SECRET_KEY": "bench-secret", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+           "MPM_SECRET_KEY": "bench-secret", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           **(env or {})}
     logs = [open(tmp / "gunicorn.log", "wb"), open(tmp / "worker.log", "wb")]
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind",
                             f"127.0.0.1:{port}", "--workers", str(web_workers), "--threads", "4", "wsgi:app"],
