@@ -53,6 +53,12 @@ def main() -> int:
         time.sleep(args.outage)
         postgres.start()
         timeline["up"] = time.perf_counter()
+        # The backlog the outage left: reports applied before plus those waiting in Redis now.
+        target = count_events(postgres.url, company_id)[0] + redis_server.xlen("mpm:reports")
+        timeline["backlog"] = target - timeline["applied_before"]
+        while count_events(postgres.url, company_id)[0] < target:
+            time.sleep(0.2)
+        timeline["backlog_applied"] = time.perf_counter() - timeline["up"]
 
     try:
         path = f"/api/africas-talking/callback/{company_id}/delivery-reports?token={token}"
@@ -100,8 +106,10 @@ def main() -> int:
     print(f"applied before the outage: {timeline['applied_before']:,}; all {applied:,} applied "
           f"{applied_at - timeline['up']:.1f} s after PostgreSQL came back "
           f"({applied_at - max(burst_end, timeline['up']):.1f} s after the later of its return and the last answer)")
+    print(f"the reports taken while PostgreSQL was down ({timeline['backlog']:,}) were all applied "
+          f"{timeline['backlog_applied']:.1f} s after it came back (aim: within 30 s)")
     print(f"after all: {statuses}; lost updates {lost}")
-    good = bad == 0 and lost == 0 and applied_at - timeline["up"] <= 30 + max(0, burst_end - timeline["up"])
+    good = bad == 0 and lost == 0 and timeline["backlog_applied"] <= 30
     print("nothing lost, every report answered 200" if good else "PROBLEM: see the figures above")
     del started
     return 0 if good else 1
