@@ -207,9 +207,10 @@ def test_authenticated_garbage_never_breaks_nor_reaches_another_company(client, 
     other_before, statuses_before = _snapshot(other["id"]), _statuses()
     response = client.open(path, **kwargs)
     assert response.status_code < 500, (path, kwargs, response.status_code)
-    drain_reports(app)  # what the report writer makes of it
-    with app.app_context():
-        assert queue(HIGH).failed_job_registry.count == 0, "the report writer failed on an accepted report"
+    if response.status_code == 200:  # perhaps a report taken: what the report writer makes of it
+        drain_reports(app)
+        with app.app_context():
+            assert queue(HIGH).failed_job_registry.count == 0, "the report writer failed on an accepted report"
     assert _snapshot(other["id"]) == other_before, f"company {owner['id']}'s callback changed company {other['id']}"
     for sms_id, new in _statuses().items():
         old = statuses_before[sms_id]
