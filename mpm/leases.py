@@ -9,6 +9,11 @@ from mpm.queue import redis_connection
 _PREFIX = "mpm:lease:"
 
 
+def key(name: str) -> str:
+    """The Redis key of a lease, for a caller that takes it inside its own pipeline (one round trip)."""
+    return _PREFIX + name
+
+
 def take(name: str, seconds: int, holder: str = "1") -> bool:
     """Take the lease if nobody holds it; True when taken."""
     return bool(redis_connection().set(_PREFIX + name, holder, nx=True, ex=seconds))

@@ -68,6 +68,7 @@ def app(tmp_path, postgres_url, redis_url):
         "PUBLIC_BASE_URL": "http://mpm.test",
         "SIMULATOR_URL": "",
         "RATELIMIT_ENABLED": False,
+        "REPORT_WRITER_IDLE_MS": 20,  # drain_reports returns soon after the last report
     })
     app.test_client_class = IsolatedClient
     with app.app_context():
@@ -187,6 +188,12 @@ def run_jobs(app, until=None, timeout: float = 30.0) -> int:
             return CountedJob.performed
         assert time.monotonic() < deadline, "jobs did not get there in time"
         time.sleep(0.05)
+
+
+def drain_reports(app) -> int:
+    """Let the report writer apply every delivery report received so far (it runs as an RQ job on
+    the real Redis, as in production). Returns how many jobs ran."""
+    return run_jobs(app)
 
 
 def enable_gateway(company: Company, key: str, credentials: dict | None = None, options: dict | None = None,

@@ -55,6 +55,7 @@ class ReportForm(Payload):
     status: Short
     failureReason: Short = ""
     networkCode: Short = ""
+    phoneNumber: Short = ""
 
 
 class IncomingForm(Payload):
@@ -205,7 +206,9 @@ def _delivery_report(form: ReportForm) -> DeliveryReport:
         parts.append(f"reason {form.failureReason}")
     if form.networkCode:
         parts.append(f"network {form.networkCode}")
-    return DeliveryReport(form.id, REPORT_STATUSES[form.status], ", ".join(parts), form.status)
+    number = _digits(form.phoneNumber)[:19]
+    return DeliveryReport(form.id, REPORT_STATUSES[form.status], ", ".join(parts), form.status,
+                          number=f"+{number}" if number.isdigit() else "")
 
 
 def _digits(number: str) -> str:

@@ -56,6 +56,7 @@ class DeliveryReport:
     status: str  # one of mpm.messaging.status: sent / delivered / failed
     detail: str = ""
     raw_status: str = ""
+    number: str = ""  # the recipient as the provider names it (AfricasTalking's phoneNumber), when it does
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import logging
 from dataclasses import dataclass, field
 
 from mpm.credentials import UnreadableCredentials
-from mpm.gateway_settings import callback_secret, config_for, find_gateway_setting
+from mpm.gateway_settings import config_for, find_gateway_setting
 from mpm.gateways.base import CallbackRefused, CallbackRequest, DeliveryReport, IncomingMessage, Unsubscribed
 from mpm.gateways.registry import callback_routes, get_gateway
-from mpm.messaging.delivery import UnknownMessage, apply_delivery_report, forget_viber_subscriber
+from mpm.messaging.delivery import callback_secret_matches, forget_viber_subscriber, receive_delivery_reports
 from mpm.messaging.inbound import store_incoming
 
 log = logging.getLogger(__name__)
@@ -62,38 +62,26 @@ def receive_callback(gateway_key: str, kind: str, company_id: int, request: Call
             config = config_for(setting)
         except UnreadableCredentials as exc:
             return refuse(403, str(exc))
-    elif not (0 < company_id <= MAX_DB_ID and _same(callback_secret(company_id, gateway_key), secret)):
+    elif not (0 < company_id <= MAX_DB_ID and callback_secret_matches(company_id, gateway_key, secret)):
         return refuse(403, "wrong secret" if route.secret_in_path else "wrong or missing token")
     try:
         results = gateway.parse_callback(kind, request, config)
     except CallbackRefused as exc:
         return refuse(exc.status, str(exc))
-    return _apply(company_id, gateway_key, results, refuse)
+    return _apply(company_id, gateway_key, results)
 
 
-def _apply(company_id: int, gateway_key: str, results, refuse) -> CallbackAnswer:
+def _apply(company_id: int, gateway_key: str, results) -> CallbackAnswer:
     reports = [r for r in results if isinstance(r, DeliveryReport)]
     for result in results:
         if isinstance(result, IncomingMessage):
             store_incoming(company_id, gateway_key, result)
         elif isinstance(result, Unsubscribed):
             forget_viber_subscriber(company_id, result.viber_id)
-    if not reports:
-        return CallbackAnswer(200, {"ok": True})
-    try:
-        changed = _receive_delivery_reports(company_id, gateway_key, reports)
-    except UnknownMessage as exc:
-        return refuse(404, f"unknown message {exc}")
-    return CallbackAnswer(200, {"ok": True, "changed": changed})
-
-
-def _receive_delivery_reports(company_id: int, gateway_key: str, reports: list[DeliveryReport]) -> bool:
-    """The one place delivery reports are handed on (to become receive_delivery_reports(company_id,
-    gateway, reports) with the durable report queue)."""
-    changed = False
-    for report in reports:
-        changed = apply_delivery_report(company_id, gateway_key, report) or changed
-    return changed
+    if reports:
+        # Queued for the report writer; ids not stored yet are parked there, so the provider gets its 200.
+        receive_delivery_reports(company_id, gateway_key, reports)
+    return CallbackAnswer(200, {"ok": True})
 
 
 def _same(stored: str | None, given: str | None) -> bool:

@@ -19,7 +19,7 @@ from mpm.extensions import db
 from mpm.gateways.registry import priority_order
 from mpm.messaging import status
 from mpm.messaging.encoding import analyse
-from mpm.messaging.send import RESENDABLE, SmsRefused, recipient_for_person
+from mpm.messaging.send import SmsRefused, can_resend, recipient_for_person, unconfirmed_is_final
 from mpm.models import Company, Person, PhoneNumber, Sms, User
 from mpm.models.base import as_utc
 from mpm.phones import InvalidPhoneNumber, to_e164
@@ -354,10 +354,26 @@ class MessageDetail:
     resent_as: list[Sms]
     resend_of: Sms | None
     sender: User | None
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))  # the company's, for times in sentences
 
     @property
     def can_resend(self) -> bool:
-        return self.sms.direction == "outbound" and self.sms.status in RESENDABLE
+        return can_resend(self.sms)
+
+    @property
+    def waits_for_report(self) -> bool:
+        return self.sms.status == status.UNCONFIRMED and not unconfirmed_is_final(self.sms)
+
+    @property
+    def unconfirmed_explanation(self) -> str:
+        """What `unconfirmed` means for this message, in words for the operator."""
+        if self.sms.status != status.UNCONFIRMED:
+            return ""
+        if self.waits_for_report:
+            until = as_utc(self.sms.report_due_at).astimezone(self.zone).strftime("%H:%M")
+            return ("The gateway may have taken this message; we could not see its answer. "
+                    f"Waiting for its delivery report until {until}.")
+        return "The gateway may have sent it; no report came. Check with the recipient before resending."
 
 
 def message_detail(sms: Sms) -> MessageDetail:
@@ -373,4 +389,4 @@ def message_detail(sms: Sms) -> MessageDetail:
     if sms.sender_user_id:
         sender = db.session.scalar(select(User).where(User.company_id == sms.company_id, User.id == sms.sender_user_id))
     return MessageDetail(sms=sms, characters=len(sms.body), units=units, resent_as=resent_as,
-                         resend_of=resend_of, sender=sender)
+                         resend_of=resend_of, sender=sender, zone=company_zone(db.session.get(Company, sms.company_id)))

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, literal_column, select, update
+from sqlalchemy import bindparam, case, insert, literal_column, select, update
 
 from mpm.extensions import db
 from mpm.messaging import status as st
@@ -149,3 +149,44 @@ def claim(company_id: int, sms_ids: Sequence[int], gateway: str, where=None) -> 
     if where is not None:
         statement = statement.where(where)
     return list(db.session.scalars(statement))
+
+
+# ---------------------------------------------------------------- delivery reports
+# The report writer (mpm.messaging.delivery) works out, per message, where a batch of reports takes
+# it; these statements apply that: one compare-and-set UPDATE per target status for the whole batch.
+
+
+@dataclass(frozen=True)
+class ReportMove:
+    """Where a batch of delivery reports takes one message. `provider_message_id` is set when the
+    report was matched to an `unconfirmed` message that had no provider id yet."""
+
+    sms_id: int
+    new: str
+    error: str | None = None
+    provider_message_id: str | None = None
+
+
+def move_by_reports(company_id: int, moves: Sequence[ReportMove]) -> set[int]:
+    """Apply the moves, forward only, in one UPDATE per target status. Returns the ids that moved;
+    the caller writes their events (with the rest of the batch's, in one INSERT). The wait for a
+    report (report_due_at) is over for every message that moved."""
+    moved: set[int] = set()
+    by_status: dict[str, list[ReportMove]] = {}
+    for m in moves:
+        by_status.setdefault(m.new, []).append(m)
+    now = utcnow()
+    for new, group in by_status.items():
+        values = {"status": new, "updated_at": now, "report_due_at": None}
+        errors = {m.sms_id: m.error[-DETAIL_LIMIT:] for m in group if m.error}
+        if errors:
+            values["error"] = case(errors, value=_sms.c.id, else_=_sms.c.error)
+        provider_ids = {m.sms_id: m.provider_message_id for m in group if m.provider_message_id}
+        if provider_ids:
+            values["provider_message_id"] = case(provider_ids, value=_sms.c.id, else_=_sms.c.provider_message_id)
+        statement = (update(_sms)
+                     .where(_sms.c.company_id == company_id, _sms.c.id.in_([m.sms_id for m in group]),
+                            _sms.c.status.in_(st.sources_of(new)))
+                     .values(values).returning(_sms.c.id))
+        moved.update(db.session.scalars(statement))
+    return moved

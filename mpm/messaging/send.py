@@ -3,7 +3,7 @@ calls queue_messages. It validates, stores `Sms` rows as queued, commits, then m
 job drains the lane (mpm.jobs.enqueue_send)."""
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import select
@@ -18,11 +18,11 @@ from mpm.messaging.encoding import BodyInfo, analyse
 from mpm.models import Person, Sms
 from mpm.phones import is_valid_e164
 from mpm.jobs import enqueue_send
-from mpm.models.base import utcnow
+from mpm.models.base import as_utc, utcnow
 from mpm.queue import HIGH
 
 NO_ACTIVE_PROVIDER = "No active SMS provider"
-RESENDABLE = frozenset({status.FAILED, status.EXPIRED})
+RESENDABLE = frozenset({status.FAILED, status.EXPIRED})  # plus an `unconfirmed` whose wait is over
 
 
 class SmsRefused(Exception):
@@ -210,6 +210,17 @@ def send_to_people(company_id: int, person_ids, body: str, sender_user_id: int |
     return QueuedForPeople(queued=queued, skipped=skipped)
 
 
+def unconfirmed_is_final(sms: Sms) -> bool:
+    """An `unconfirmed` message whose wait for a report is over (no report will be matched to it any more)."""
+    return sms.status == status.UNCONFIRMED and (
+        sms.report_due_at is None or as_utc(sms.report_due_at) <= datetime.now(timezone.utc))
+
+
+def can_resend(sms: Sms) -> bool:
+    return sms.direction == "outbound" and (sms.status in RESENDABLE or unconfirmed_is_final(sms))
+
+
+
 def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> Sms:
     """Queue a failed (or expired) outbound message again as a new SMS with trigger "resend".
 
@@ -221,8 +232,9 @@ def resend(company_id: int, sms_id: int, sender_user_id: int | None = None) -> S
         raise LookupError(sms_id)
     if original.direction != "outbound":
         raise CannotResend("Only messages sent from here can be resent; this one was received.")
-    if original.status not in RESENDABLE:
-        raise CannotResend(f"Only a failed or expired message can be resent; this one is {original.status}.")
+    if not can_resend(original):
+        raise CannotResend("Only a failed or expired message, or an unconfirmed one whose wait for a report is over, "
+                           f"can be resent; this one is {original.status}.")
     if original.person is not None:
         recipient = recipient_for_person(original.person)
     else:

@@ -18,6 +18,7 @@ from mpm import jobs, leases
 from mpm.broadcasts.fanout import resume_stalled_fanouts
 from mpm.extensions import db
 from mpm.messaging import ledger, status
+from mpm.messaging.delivery import ensure_report_writer
 from mpm.models import Broadcast, Sms
 from mpm.models.base import utcnow
 
@@ -33,6 +34,7 @@ def sweep(now=None) -> dict:
         "lanes_restarted": restart_idle_lanes(now),
         "unconfirmed_closed": close_unconfirmed_waits(now),
         "broadcasts_resumed": len(resume_stalled_fanouts(now)),
+        "report_writer_started": ensure_report_writer(),  # reports left in Redis by a writer that died
     }
 
 

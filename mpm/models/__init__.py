@@ -3,13 +3,13 @@ from mpm.models.company import ApiToken, AuditEntry, Company, PasswordLink, User
 from mpm.models.people import CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
 from mpm.models.broadcast import Broadcast
 from mpm.models.gateway import GatewaySetting
-from mpm.models.sms import Sms, SmsEvent
+from mpm.models.sms import ParkedReport, Sms, SmsEvent
 from mpm.models.transactions import Transaction
 from mpm.models.maintenance import MaintenanceTicket, TicketComment
 from mpm.models.templates import SmsTemplate
 
 __all__ = [
     "ApiToken", "AuditEntry", "Broadcast", "Company", "CustomerGroup", "CustomerType",
-    "GatewaySetting", "MiniGrid", "PasswordLink", "Person", "PhoneNumber", "Sms", "SmsEvent", "User",
+    "GatewaySetting", "MiniGrid", "ParkedReport", "PasswordLink", "Person", "PhoneNumber", "Sms", "SmsEvent", "User",
     "Transaction", "MaintenanceTicket", "TicketComment", "SmsTemplate",
 ]

@@ -52,11 +52,11 @@ class Sms(TenantMixin, db.Model):
     tried_gateways: Mapped[list] = mapped_column(JSON, default=list)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # `unconfirmed`: until when its delivery report may still come (cleared when the wait is over).
+    report_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
     # Queued: why it waits ("waiting for quota (resets 00:00)", "gateway down, retrying at 10:42"…).
     waiting_reason: Mapped[str | None] = mapped_column(String(160))
-    # Unconfirmed: until when the provider's report is awaited; cleared when the wait is over.
-    report_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # inbound: staff saw it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
@@ -79,3 +79,19 @@ class SmsEvent(TenantMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     sms: Mapped[Sms] = relationship(back_populates="events")
+
+
+class ParkedReport(TenantMixin, db.Model):
+    """A delivery report that came before its message's provider id was stored: kept with its raw
+    fields and applied by the report writer once the id exists (mpm.messaging.delivery)."""
+
+    __table_args__ = (Index("ix_parked_report_lookup", "company_id", "gateway", "provider_message_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(32))
+    provider_message_id: Mapped[str] = mapped_column(String(120))
+    status: Mapped[str] = mapped_column(String(12))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    raw_status: Mapped[str] = mapped_column(String(40), default="")
+    number: Mapped[str] = mapped_column(String(20), default="")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -1,7 +1,7 @@
 """staff accounts: active flag, session version, log-in and password dates; one-time password links
 
 Revision ID: 0005
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-27 02:45:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0005'
-down_revision = '0001'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
