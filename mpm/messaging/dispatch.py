@@ -32,7 +32,7 @@ from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, Outbound
 from mpm.credentials import UnreadableCredentials, scrub
 from mpm.gateway_settings import active_gateway_settings, config_for
 from mpm.gateways.registry import get_gateway
-from mpm.messaging import circuit, ledger, ratelimit, status
+from mpm.messaging import circuit, delivery, ledger, ratelimit, status
 from mpm.models import Broadcast, Company, Person, Sms
 from mpm.models.base import utcnow
 
@@ -339,6 +339,8 @@ def _settle(run: _Run, setting, request: list[OutboundMessage], answers: dict[in
     else:
         circuit.record_failure(setting, first_failure, now)
     db.session.commit()
+    if moved_sent:  # reports that came before these provider ids were stored wait parked: apply them now
+        delivery.apply_parked_reports(run.company_id, key)
     result.add("sent", len(moved_sent))
     result.add("failed", len(failed))
     result.add("unconfirmed", len(unconfirmed))
