@@ -282,7 +282,10 @@ def main() -> int:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(30)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures over it
+                process.kill()
         for log in logs:
             log.close()
         redis_server.shutdown()

@@ -93,8 +93,10 @@ def _append_script():
 
 
 def ensure_report_writer() -> bool:
-    """Enqueue the writer unless one holds the lease. True when a writer job was enqueued."""
-    if not leases.take(WRITER_LEASE, LEASE_SECONDS):
+    """Enqueue the writer when reports wait (in Redis or parked) and no writer holds the lease.
+    True when a writer job was enqueued."""
+    waiting = redis_connection().xlen(STREAM) > 0 or db.session.scalar(select(ParkedReport.id).limit(1)) is not None
+    if not waiting or not leases.take(WRITER_LEASE, LEASE_SECONDS):
         return False
     _enqueue_writer()
     return True
