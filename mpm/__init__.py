@@ -17,7 +17,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(config.from_environment())
     if test_config:
         app.config.update(test_config)
-    register_url_converters(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -31,20 +30,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     register_commands(app)
     return app
-
-
-def register_url_converters(app: Flask) -> None:
-    from werkzeug.routing import IntegerConverter
-
-    from mpm.models.base import DB_INT_MAX
-
-    class DatabaseIdConverter(IntegerConverter):
-        """<int:…> in a URL: an id beyond what an Integer column holds is a 404, not a database error."""
-
-        def __init__(self, url_map, fixed_digits=0, min=None, max=DB_INT_MAX, signed=False):
-            super().__init__(url_map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
-
-    app.url_map.converters["int"] = DatabaseIdConverter
 
 
 def register_extensions(app: Flask) -> None:
