@@ -7,6 +7,7 @@ from sqlalchemy import and_, or_, select, update
 from mpm.extensions import db
 from mpm.paging import numbered_page
 from mpm.models import Company, CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
+from mpm.models.base import DB_INT_MAX
 from mpm.phones import InvalidPhoneNumber, to_e164
 
 
@@ -99,9 +100,12 @@ def people_page(company_id: int, flt: PeopleFilter, per_page: int) -> PeoplePage
 def company_person(company_id: int, raw_id) -> Person | None:
     """The person picked on a form (an id as typed), if it is one of this company's."""
     try:
-        person = db.session.get(Person, int(raw_id))
+        person_id = int(raw_id)
     except (TypeError, ValueError):
         return None
+    if not 0 < person_id <= DB_INT_MAX:  # no row has it; the database would refuse the number
+        return None
+    person = db.session.get(Person, person_id)
     return person if person is not None and person.company_id == company_id else None
 
 

@@ -111,6 +111,8 @@ def _positive_number(value, info: ValidationInfo):
     label = FIELD_LABELS[info.field_name]
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise PydanticCustomError("number", "{label} must be a number.", {"label": label})
+    if isinstance(value, int) and abs(value) >= NUMBER_LIMIT:  # before str(): 10**5000 has too many digits
+        raise PydanticCustomError("number", "{label} is too large.", {"label": label})
     text = str(value).strip().replace(",", "")
     try:
         number = Decimal(text) if len(text) <= 100 else Decimal("NaN")

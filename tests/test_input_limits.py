@@ -129,3 +129,4 @@ def test_a_message_of_the_largest_size_is_shown_whole(logged_in, company, at_inc
     page = logged_in.get(f"/sms/{sms_id}").get_data(as_text=True)
     assert text in page and "[cut:" not in page
     assert text in logged_in.get("/sms/export.csv", buffered=True).get_data(as_text=True)
+

@@ -175,3 +175,15 @@ def test_staff_send_the_confirmation_again(logged_in, company, customer):
                              follow_redirects=True).get_data(as_text=True)
     assert "Not sent: No active SMS provider" in refused
     assert db.session.scalar(select(func.count()).select_from(Sms)) == 2
+
+
+def test_staff_typing_a_used_reference_with_another_amount_is_told_which_transaction_has_it(logged_in, company,
+                                                                                            customer):
+    first, _ = record(company, customer_id=customer.id, amount=100, provider_reference="MP-9")
+    token = csrf_token(logged_in)
+    response = logged_in.post("/transactions/new", data={
+        "customer_id": customer.id, "amount": "150", "provider_reference": "MP-9", "csrf_token": token})
+    assert response.status_code == 409
+    page = response.get_data(as_text=True)
+    assert f"transaction #{first.id}" in page and "amount" in page
+    assert db.session.scalar(select(func.count()).select_from(Transaction)) == 1

@@ -2,7 +2,7 @@
 one message with its timeline and resend, and the New message page."""
 from functools import lru_cache
 
-from flask import (Blueprint, Response, current_app, flash, g, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
                    stream_with_context, url_for)
 from flask_login import current_user, login_required
 
@@ -116,7 +116,7 @@ def export():
 @bp.get("/<int:sms_id>")
 @login_required
 def detail(sms_id: int):
-    sms = get_for_company_or_404(Sms, sms_id)
+    sms = history.message_for_detail(company_id(), sms_id) or abort(404)
     return page_or_fragment("sms/detail.html", "sms/_detail.html", detail=history.message_detail(sms))
 
 

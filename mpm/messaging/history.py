@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, false, or_, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy.orm import defer, joinedload
 
 from mpm.customers import name_matches
 from mpm.extensions import db
@@ -277,12 +277,19 @@ CSV_COLUMNS = ("id", "created_at", "direction", "name", "number", "status", "gat
                "encoding", "segments", "cost", "error", "body")
 
 
-def shown_body(body: str | None) -> str:
-    """A body as pages and the CSV show it: whole, or cut at SHOWN_BODY_LIMIT with a note saying so."""
+def shown_body(body: str | None, length: int | None = None) -> str:
+    """A body as pages and the CSV show it: whole, or cut at SHOWN_BODY_LIMIT with a note saying so.
+    `length`: the whole body's length when only its start was read from the database."""
     body = body or ""
-    if len(body) <= SHOWN_BODY_LIMIT:
+    length = len(body) if length is None else length
+    if length <= SHOWN_BODY_LIMIT:
         return body
-    return body[:SHOWN_BODY_LIMIT] + f" … [cut: {len(body) - SHOWN_BODY_LIMIT:,} more characters not shown]"
+    return body[:SHOWN_BODY_LIMIT] + f" … [cut: {length - SHOWN_BODY_LIMIT:,} more characters not shown]"
+
+
+def _body_head_and_length():
+    """Columns for the start of the body (enough to show) and its length: a huge old row is never read whole."""
+    return func.substr(Sms.body, 1, SHOWN_BODY_LIMIT + 1), func.length(Sms.body)
 
 
 def _csv_cell(value) -> str:
@@ -306,18 +313,20 @@ def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -
     cursor = None
     while True:
         stmt = base if cursor is None else base.where(_older_than(cursor))
-        rows = _fetch(stmt, NEWEST_FIRST, batch)
+        rows = db.session.execute(stmt.add_columns(*_body_head_and_length())
+                                  .options(defer(Sms.body), joinedload(Sms.person))
+                                  .order_by(*NEWEST_FIRST).limit(batch)).unique().all()
         if not rows:
             return
         buffer.seek(0)
         buffer.truncate()
-        for sms in rows:
+        for sms, head, length in rows:
             name = sms.person.full_name if sms.person else ""
             writer.writerow([_csv_cell(v) for v in (
                 sms.id, local_time(sms.created_at, zone), sms.direction, name, sms.number, sms.status, sms.gateway,
-                sms.trigger, sms.encoding, sms.segments, sms.cost, sms.error, shown_body(sms.body))])
+                sms.trigger, sms.encoding, sms.segments, sms.cost, sms.error, shown_body(head, length))])
         yield buffer.getvalue()
-        cursor = (rows[-1].created_at, rows[-1].id)
+        cursor = (rows[-1][0].created_at, rows[-1][0].id)
         # Rows already written are not needed again: keep the session small on long exports.
         db.session.expunge_all()
         if len(rows) < batch:
@@ -349,6 +358,7 @@ def send_panel(company_id: int, person: Person) -> SendPanel:
 @dataclass
 class MessageDetail:
     sms: Sms
+    body: str  # as shown: cut with a note when it is huge
     characters: int
     units: int | None  # None for a body too long to count (shown cut)
     resent_as: list[Sms]
@@ -376,8 +386,16 @@ class MessageDetail:
         return "The gateway may have sent it; no report came. Check with the recipient before resending."
 
 
+def message_for_detail(company_id: int, sms_id: int) -> Sms | None:
+    """The message of the detail page, its body left unread (message_detail reads what it shows)."""
+    return db.session.scalar(select(Sms).where(Sms.company_id == company_id, Sms.id == sms_id)
+                             .options(defer(Sms.body)))
+
+
 def message_detail(sms: Sms) -> MessageDetail:
-    units = analyse(sms.body).units if len(sms.body) <= SHOWN_BODY_LIMIT else None
+    head, characters = db.session.execute(select(*_body_head_and_length()).where(Sms.id == sms.id)).one()
+    head = head or ""
+    units = analyse(head).units if characters <= SHOWN_BODY_LIMIT else None
     resent_as = list(db.session.scalars(
         select(Sms).where(Sms.company_id == sms.company_id, Sms.trigger == "resend", Sms.trigger_id == sms.id)
         .order_by(Sms.id)
@@ -388,5 +406,6 @@ def message_detail(sms: Sms) -> MessageDetail:
     sender = None
     if sms.sender_user_id:
         sender = db.session.scalar(select(User).where(User.company_id == sms.company_id, User.id == sms.sender_user_id))
-    return MessageDetail(sms=sms, characters=len(sms.body), units=units, resent_as=resent_as,
-                         resend_of=resend_of, sender=sender, zone=company_zone(db.session.get(Company, sms.company_id)))
+    return MessageDetail(sms=sms, body=shown_body(head, characters), characters=characters, units=units,
+                         resent_as=resent_as, resend_of=resend_of, sender=sender,
+                         zone=company_zone(db.session.get(Company, sms.company_id)))
