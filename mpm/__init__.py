@@ -7,6 +7,7 @@ from sqlalchemy.engine import Engine
 
 from mpm import config
 from mpm.extensions import csrf, db, login_manager, migrate
+from mpm.models.base import utcnow
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 
@@ -82,10 +83,30 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    from mpm import navigation, phones
+    from mpm import company_time, navigation, phones
 
     app.jinja_env.filters["phone"] = phones.display
+
+    @app.template_filter("local_time")
+    def local_time_filter(moment, precision: str = "minutes"):
+        """{{ sms.created_at|local_time }} → '2026-11-27 03:40 EAT': the one way pages show a time."""
+        return company_time.local_text(moment, current_company_zone(), precision)
+
+    app.jinja_env.globals["company_zone_label"] = lambda: company_time.zone_label(utcnow(), current_company_zone())
     app.context_processor(navigation.sidebar_context)
+
+
+def current_company_zone():
+    """The logged-in user's company zone, looked up once per request."""
+    from flask import g
+    from flask_login import current_user
+
+    from mpm import company_time
+
+    if "company_zone" not in g:
+        company = current_user.company if current_user.is_authenticated else None
+        g.company_zone = company_time.zone(company.time_zone if company else None)
+    return g.company_zone
 
 
 def register_security_headers(app: Flask) -> None:

@@ -195,7 +195,9 @@ def get_csv(client, url):
 
 
 def read_csv(response) -> list[dict]:
-    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    text = response.get_data(as_text=True)
+    assert text.startswith("\ufeff")  # Excel reads UTF-8 only with the byte-order mark
+    return list(csv.DictReader(io.StringIO(text.removeprefix("\ufeff"))))
 
 
 def test_csv_export_of_the_filtered_list(logged_in, mixed):
@@ -217,7 +219,7 @@ def test_csv_export_is_built_batch_by_batch_and_complete(app_ctx, company):
     made = [add_sms(company, minutes=i % 5, body=f"row {i}, with \"quotes\"\nand a newline").id for i in range(23)]
     chunks = list(export_csv(company.id, HistoryFilter(), batch=5))
     assert len(chunks) == 1 + 5  # header, then 23 rows in batches of 5
-    rows = list(csv.DictReader(io.StringIO("".join(chunks))))
+    rows = list(csv.DictReader(io.StringIO("".join(chunks).removeprefix("\ufeff"))))
     assert sorted(int(r["id"]) for r in rows) == sorted(made)
     assert len({r["id"] for r in rows}) == 23
     assert rows[0]["body"].startswith("row ") and "\n" in rows[0]["body"]

@@ -26,7 +26,7 @@ def index():
     return render_template(
         "broadcasts/index.html", broadcasts=broadcasts, company=_company(),
         counts=counts, names=audiences.name_lookup(company_id()),
-        summary=audiences.summary, Audience=audiences.Audience, local=schedule.local_text)
+        summary=audiences.summary, Audience=audiences.Audience)
 
 
 def _compose_page(form: BroadcastForm, draft_id: int | None = None, error: str | None = None, status: int = 200):
@@ -94,7 +94,7 @@ def _confirm_page(broadcast: Broadcast, error: str | None = None, status: int = 
     return render_template(
         "broadcasts/confirm.html", broadcast=broadcast, company=company, error=error,
         summary=audiences.summary(company.id, audiences.Audience.from_json(broadcast.audience)),
-        local=schedule.local_text, quiet_end=quiet_end,
+        quiet_end=quiet_end,
     ), status
 
 
@@ -125,7 +125,6 @@ def _progress_context(broadcast: Broadcast) -> dict:
         "broadcast": broadcast, "company": company, "progress": progress.settle(broadcast),
         "failures": progress.failures(broadcast), "polling": broadcast.state in progress.POLLING_STATES,
         "summary": audiences.summary(company.id, audiences.Audience.from_json(broadcast.audience)),
-        "local": schedule.local_text,
     }
 
 

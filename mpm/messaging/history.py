@@ -9,11 +9,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, false, or_, select
 from sqlalchemy.orm import joinedload
 
+from mpm import company_time
+from mpm.company_time import as_utc
 from mpm.customers import name_matches
 from mpm.extensions import db
 from mpm.gateways.catalog import PRIORITY
@@ -41,21 +43,12 @@ class CannotResend(SmsRefused):
 
 
 def company_zone(company: Company | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(company.time_zone if company else "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return company_time.zone(company.time_zone if company else None)
 
 
 def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
-    if moment is None:
-        return ""
-    return as_utc(moment).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    # CSV cells: the zone is named once, in the file name and the column header.
+    return company_time.local_text(moment, zone, "seconds", label=False)
 
 
 # ---------------------------------------------------------------- cursors
@@ -293,6 +286,12 @@ def _csv_cell(value) -> str:
     return text
 
 
+def export_filename(company_id: int, now: datetime) -> str:
+    """'sms-20261127-034000-EAT.csv': the export's moment in the company zone, the zone named."""
+    zone = company_zone(db.session.get(Company, company_id))
+    return f"sms-{company_time.local_text(now, zone, 'filename')}-{company_time.zone_label(now, zone)}.csv"
+
+
 def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -> Iterator[str]:
     """The whole filtered list as CSV text, newest first, yielded batch by batch (keyset, so memory
     stays flat however many rows there are)."""
@@ -301,7 +300,8 @@ def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
+    # The byte-order mark makes Excel read the file as UTF-8 (names in any script stay readable).
+    yield "\ufeff" + buffer.getvalue()
     cursor = None
     while True:
         stmt = base if cursor is None else base.where(_older_than(cursor))
