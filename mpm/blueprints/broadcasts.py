@@ -94,6 +94,7 @@ def _confirm_page(broadcast: Broadcast, error: str | None = None, status: int = 
     return render_template(
         "broadcasts/confirm.html", broadcast=broadcast, company=company, error=error,
         summary=audiences.summary(company.id, audiences.Audience.from_json(broadcast.audience)),
+        counts=audiences.count(company.id, audiences.Audience.from_json(broadcast.audience)),
         quiet_end=quiet_end,
     ), status
 
