@@ -83,6 +83,8 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
+    from flask_login import current_user
+
     from mpm import company_time, navigation, phones
 
     app.jinja_env.filters["phone"] = phones.display
@@ -92,6 +94,17 @@ def register_template_helpers(app: Flask) -> None:
         """{{ sms.created_at|local_time }} → '2026-11-27 03:40 EAT': the one way pages show a time."""
         return company_time.local_text(moment, current_company_zone(), precision)
 
+    from mpm.gateways.catalog import GATEWAY_LABELS
+    from mpm.gateways.registry import active_gateway_keys
+    from mpm.messaging.history import TRIGGER_LABELS
+
+    # One spelling of gateways ("AfricasTalking") and triggers ("payment confirmation") on every page.
+    app.jinja_env.filters["gateway_label"] = lambda key: GATEWAY_LABELS.get(key, key) if key else "—"
+    app.jinja_env.filters["trigger_label"] = lambda key: TRIGGER_LABELS.get(key, (key or "").replace("_", " "))
+
+    # The shared "No active SMS provider" fragment asks this once per include.
+    app.jinja_env.globals["active_gateway_keys"] = lambda: active_gateway_keys(current_user.company_id) \
+        if current_user.is_authenticated else []
     app.jinja_env.globals["company_zone_label"] = lambda: company_time.zone_label(utcnow(), current_company_zone())
     app.context_processor(navigation.sidebar_context)
 
@@ -131,6 +144,13 @@ def register_security_headers(app: Flask) -> None:
 
 
 def register_liveness(app: Flask) -> None:
+    @app.get("/favicon.ico")
+    def favicon():
+        # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (error pages, raw files).
+        from flask import redirect, url_for
+
+        return redirect(url_for("static", filename="favicon.svg"), code=301)
+
     @app.get("/healthz-lite")
     def healthz_lite():
         # Liveness only (no database, no Redis): for load balancers, and the benchmarks' baseline.

@@ -12,8 +12,8 @@ SIDEBAR = [
     ("Broadcasts", "broadcasts.index", {}),
     ("Maintenance", "maintenance.index", {}),
     ("Transactions", "transactions.index", {}),
-    ("Settings → Plugins", "plugins.index", {}),
-    ("Settings → SMS", "settings.sms", {}),
+    ("Plugins", "plugins.index", {}),
+    ("SMS templates", "settings.sms", {}),
 ]
 
 

@@ -446,7 +446,7 @@ def test_progress_page_polls_while_sending_shows_failures_and_stops_when_done(cl
     login(client, make_user(company, email="watcher@example.test").email)
     run_fanout_until_idle(crowd.id)
     page = client.get(f"/broadcasts/{crowd.id}").get_data(as_text=True)
-    assert 'hx-trigger="load delay:2s"' in page and "0 of 25 done" in page
+    assert 'hx-trigger="load delay:2s"' in page and "25 waiting to be sent" in page
     rows = db.session.scalars(select(Sms).where(Sms.broadcast_id == crowd.id).order_by(Sms.id)).all()
     for sms in rows[:20]:
         sms.status = "delivered"

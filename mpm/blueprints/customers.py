@@ -5,7 +5,7 @@ from flask_login import login_required
 from mpm import customers
 from mpm.models import Person
 from mpm.phones import InvalidPhoneNumber
-from mpm.web import company_id, get_for_company_or_404, page_or_fragment
+from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 
@@ -62,6 +62,8 @@ def add_number(person_id: int):
 
 def _numbers_fragment(person: Person, error: str | None = None, typed: str = "", status: int = 200):
     # The whole page on a plain form post (no JavaScript), the numbers card for htmx.
+    # htmx also gets the Send SMS panel's destination line, out of band: it names the new primary number.
     return page_or_fragment(
-        "customers/detail.html", "customers/_numbers.html", person=person, number_error=error, typed=typed
+        "customers/detail.html", "customers/_numbers.html", person=person, number_error=error, typed=typed,
+        refresh_destination=is_htmx(),
     ), status

@@ -88,7 +88,7 @@ def history_list():
     flt = history.HistoryFilter.from_args(request.args)
     result = history.history_page(company_id(), flt, _per_page())
     return page_or_fragment("sms/history.html", "sms/_table.html", result=result, flt=result.flt,
-                            choices=_filter_choices())
+                            total=history.total_count(company_id(), result.flt), choices=_filter_choices())
 
 
 def _filter_choices() -> dict:

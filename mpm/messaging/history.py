@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import joinedload
 
 from mpm import company_time
@@ -29,6 +29,11 @@ from mpm.queue import HIGH
 STATUSES = (*status.ALL, status.RECEIVED)
 DIRECTIONS = ("outbound", "inbound")
 TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resend", "resend_information", "test")
+# What each trigger means to staff, for tables, filters and threads.
+TRIGGER_LABELS = {"manual": "sent by staff", "broadcast": "broadcast", "transaction": "payment confirmation",
+                  "maintenance": "maintenance ticket", "reply": "reply", "resend": "sent again",
+                  "resend_information": "payment details sent again", "test": "test SMS"}
+TOTAL_COUNT_CAP = 10_000  # beyond this the history says "10,000+" instead of counting a million rows
 RESENDABLE = frozenset({status.FAILED, status.EXPIRED})
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PERSON_HISTORY_SIZE = 20
@@ -136,6 +141,11 @@ class HistoryFilter:
     def is_filtered(self) -> bool:
         return bool(self.query_args())
 
+    @property
+    def dates_reversed(self) -> bool:
+        """A from-date after the to-date matches nothing: the page says so instead of a silent empty list."""
+        return bool(self.date_from and self.date_to and self.date_from > self.date_to)
+
 
 FEW_PEOPLE = 50
 
@@ -170,6 +180,11 @@ def _search_condition(company_id: int, q: str, default_region: str):
             PhoneNumber.company_id == company_id, or_(*(PhoneNumber.e164.like(f"%{p}%") for p in parts)))
     elif words:
         people = select(Person.id).where(Person.company_id == company_id, name_matches(words))
+        # Words find the messages of the people they name and the messages whose text contains them.
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        in_body = Sms.body.ilike(f"%{escaped}%", escape="\\")
+        of_people = _messages_of(people)
+        return in_body if of_people is None else or_(of_people, in_body)
     else:
         return None
     condition = _messages_of(people)
@@ -238,6 +253,13 @@ class HistoryPage:
 
 def _fetch(stmt, order, limit: int) -> list[Sms]:
     return list(db.session.scalars(stmt.options(joinedload(Sms.person)).order_by(*order).limit(limit)).unique())
+
+
+def total_count(company_id: int, flt: HistoryFilter, cap: int = TOTAL_COUNT_CAP) -> tuple[int, bool]:
+    """How many messages the filter matches, counted up to `cap`: (count, more_than_cap)."""
+    base = _filtered(company_id, replace(flt, after="", before="", oldest=False)).with_only_columns(Sms.id)
+    n = db.session.scalar(select(func.count()).select_from(base.limit(cap + 1).subquery()))
+    return min(n, cap), n > cap
 
 
 def history_page(company_id: int, flt: HistoryFilter, per_page: int) -> HistoryPage:
