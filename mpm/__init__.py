@@ -64,6 +64,11 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in ALL_BLUEPRINTS:
         app.register_blueprint(blueprint)
+    if app.config.get("SIMULATOR_URL"):
+        # Development tools exist only beside the simulator; production never sets SIMULATOR_URL.
+        from mpm.blueprints.simulator_tools import bp as simulator_tools
+
+        app.register_blueprint(simulator_tools)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -9,6 +9,10 @@ After a short delay it posts delivery reports to the callback URL the app regist
 queue (reports beyond its size are dropped and counted).
 
 Control endpoints (JSON), for tests and for trying failure handling by hand:
+Credentials: a request without an API key is refused as the provider would (401); started with
+`--api-key KEY` (the embedded demo does), every other key is refused too, so "wrong credentials"
+can be tried by hand. POST /_simulator/config {"api_key": "..."} sets the key ("" accepts any).
+
 - POST /_simulator/config {"gateway": "africastalking"|"textbee", "mode": "ok"|"timeout"|"5xx"|"auth",
   "timeout_seconds": 30, "undeliverable_share": 0.0..1.0, "rejected_numbers": [...], "report_delay": 0.5}
 - POST /_simulator/callbacks {"gateway": ..., "url": ..., "secret": ... (TextBee signing secret)}
@@ -48,8 +52,9 @@ class FailureMode:
 
 
 class SimulatorState:
-    def __init__(self, report_queue_size: int = 50_000):
+    def __init__(self, report_queue_size: int = 50_000, api_key: str = ""):
         self.lock = threading.Lock()
+        self.api_key = api_key  # the one key accepted; "" accepts any non-empty key (kept across resets)
         self.reports: queue.Queue = queue.Queue(maxsize=report_queue_size)
         self.reset()
         self._sender = requests.Session()
@@ -120,9 +125,18 @@ class NoDelayRequestHandler(WSGIRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def create_simulator(report_queue_size: int = 50_000) -> Flask:
+def refused_credentials(state: SimulatorState, gateway: str, api_key: str | None, username: str | None = "-") -> Response | None:
+    """The provider's answer to a missing or wrong API key (AfricasTalking also needs a username)."""
+    if api_key and username and (not state.api_key or hmac.compare_digest(api_key, state.api_key)):
+        return None
+    if gateway == "africastalking":
+        return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+    return Response(json.dumps({"error": "Unauthorized"}), status=401, mimetype="application/json")
+
+
+def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flask:
     app = Flask("mpm-gateway-simulator")
-    state = SimulatorState(report_queue_size)
+    state = SimulatorState(report_queue_size, api_key)
     app.extensions["simulator"] = state
 
     def trouble(gateway: str) -> Response | None:
@@ -154,8 +168,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     # --- AfricasTalking --------------------------------------------------------------------
     @app.get("/version1/user")
     def at_user():
-        if not request.headers.get("apiKey") or not request.args.get("username"):
-            return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+        refused = refused_credentials(state, "africastalking", request.headers.get("apiKey"), request.args.get("username"))
+        if refused is not None:
+            return refused
         failure = trouble("africastalking")
         if failure is not None:
             return failure
@@ -163,8 +178,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
 
     @app.post("/version1/messaging")
     def at_send():
-        if not request.headers.get("apiKey") or not request.form.get("username"):
-            return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+        refused = refused_credentials(state, "africastalking", request.headers.get("apiKey"), request.form.get("username"))
+        if refused is not None:
+            return refused
         failure = trouble("africastalking")
         if failure is not None:
             return failure
@@ -203,8 +219,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     # --- TextBee -------------------------------------------------------------------------------
     @app.get("/api/v1/gateway/devices")
     def textbee_devices():
-        if not request.headers.get("x-api-key"):
-            return jsonify({"error": "Unauthorized"}), 401
+        refused = refused_credentials(state, "textbee", request.headers.get("x-api-key"))
+        if refused is not None:
+            return refused
         failure = trouble("textbee")
         if failure is not None:
             return failure
@@ -213,8 +230,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     @app.post("/api/v1/gateway/devices/<device_id>/send-sms")
     @app.post("/api/v1/gateway/devices/<device_id>/sendSMS")
     def textbee_send(device_id):
-        if not request.headers.get("x-api-key"):
-            return jsonify({"error": "Unauthorized"}), 401
+        refused = refused_credentials(state, "textbee", request.headers.get("x-api-key"))
+        if refused is not None:
+            return refused
         failure = trouble("textbee")
         if failure is not None:
             return failure
@@ -248,7 +266,11 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     @app.post("/_simulator/config")
     def configure():
         body = request.get_json(silent=True) or {}
-        gateway = body.get("gateway")
+        if isinstance(body, dict) and isinstance(body.get("api_key"), str):
+            state.api_key = body["api_key"]
+            if "gateway" not in body:
+                return jsonify({"api_key_required": bool(state.api_key)})
+        gateway = body.get("gateway") if isinstance(body, dict) else None
         if gateway not in GATEWAYS:
             return jsonify({"error": f"gateway must be one of {GATEWAYS}"}), 400
         mode = state.modes[gateway]
@@ -296,9 +318,10 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="MPM gateway simulator (development tool only)")
     parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument("--api-key", default="", help="accept only this API key (default: any non-empty key)")
     args = parser.parse_args()
     from werkzeug.serving import run_simple
 
     logging.basicConfig(level=logging.INFO)
     print(f"MPM gateway simulator (development tool) on http://127.0.0.1:{args.port}", flush=True)
-    run_simple("127.0.0.1", args.port, create_simulator(), threaded=True, request_handler=NoDelayRequestHandler)
+    run_simple("127.0.0.1", args.port, create_simulator(api_key=args.api_key), threaded=True, request_handler=NoDelayRequestHandler)
