@@ -516,7 +516,7 @@ def test_test_sms_goes_out_through_the_gateway_used_now(app, logged_in, company)
     [call] = [c for c in responses.calls if c.request.method == "POST"]
     assert "to=%2B254712345678" in call.request.body and call.request.headers["apiKey"] == AT_KEY
     line = logged_in.get(f"/plugins/textbee/test-sms/{sms_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
-    assert "status-sent" in line and "via africastalking" in line
+    assert "status-sent" in line and "via AfricasTalking" in line
     assert "hx-get" in line  # still waiting for the delivery report
 
 
