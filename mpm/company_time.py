@@ -34,6 +34,6 @@ def local_text(moment: datetime | None, tz: ZoneInfo, precision: str = "minutes"
     if moment is None:
         return ""
     text = as_utc(moment).astimezone(tz).strftime(FORMATS[precision])
-    if not label or precision == "filename":
+    if not label or precision in ("filename", "date"):  # a day needs no zone name
         return text
     return f"{text} {zone_label(moment, tz)}"

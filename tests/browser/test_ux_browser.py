@@ -160,3 +160,34 @@ def test_no_provider_guidance_is_shown_before_writing(page, log_in, company, adm
     expect(page.locator("[data-no-provider]")).to_have_count(0)
     db.session.expire_all()
     assert db.session.scalar(select(PhoneNumber.valid).where(PhoneNumber.person_id == jane.id)) is True
+
+
+def test_history_is_a_dense_console(page, log_in, company, admin):
+    jane = make_person(company, name="Jane", surname="Wanjiru", number="+254712345678")
+    long_body = "Planned maintenance on the Kisiwa feeder: power will be off from 09:00 to 13:00 on Saturday. " * 3
+    for state, body in (("queued", "Token 1"), ("sending", "Token 2"), ("delivered", long_body), ("failed", "Token 4")):
+        db.session.add(Sms(company_id=company.id, person_id=jane.id, number="+254712345678", body=body,
+                           status=state, gateway="africastalking" if state != "queued" else None))
+    db.session.commit()
+    log_in(page, admin.email)
+    page.goto("/sms/")
+    expect(page.locator("#sms-total")).to_have_text("4 messages")
+
+    # The filter bar is one line, its button sized to its text.
+    tops = page.locator("form.filters > *").evaluate_all("els => els.map(e => Math.round(e.getBoundingClientRect().top))")
+    assert max(tops) - min(tops) <= 8, tops
+    button = page.locator("form.filters button").bounding_box()
+    content = page.locator("main.content").bounding_box()
+    assert button["width"] < 120 and button["x"] + button["width"] <= content["x"] + content["width"]
+
+    # One line per message, the long body cut short.
+    heights = page.locator("#sms-table tbody tr").evaluate_all("rows => rows.map(r => r.getBoundingClientRect().height)")
+    assert len(heights) == 4 and max(heights) < 45, heights
+    body_cell = page.locator("#sms-table tbody tr .sms-body-cell").nth(1)
+    assert body_cell.evaluate("c => c.scrollWidth > c.clientWidth || c.textContent.trim().endsWith('...')")
+    expect(page.locator("#sms-table tbody")).to_contain_text("AfricasTalking")
+
+    colour = "e => getComputedStyle(e).backgroundColor"
+    queued = page.locator("#sms-table .status-queued").evaluate(colour)
+    sending = page.locator("#sms-table .status-sending").evaluate(colour)
+    assert queued != sending
