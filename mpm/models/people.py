@@ -2,7 +2,7 @@
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, select
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from mpm.extensions import db
 from mpm.models.base import TenantMixin, TimestampMixin
@@ -89,6 +89,14 @@ class PhoneNumber(TenantMixin, db.Model):
     valid: Mapped[bool] = mapped_column(Boolean, default=_valid_on_insert, server_default=db.true())
 
     person: Mapped[Person] = relationship(back_populates="phone_numbers")
+
+    @validates("e164")
+    def _judge(self, key: str, value: str) -> str:
+        # A number changed through the ORM is judged again; bulk inserts get the column default.
+        from mpm.phones import is_valid_e164
+
+        self.valid = is_valid_e164(value)
+        return value
 
 
 def primary_number_subquery():
