@@ -22,8 +22,8 @@ from sqlalchemy import func, select  # noqa: E402
 
 from mpm import create_app  # noqa: E402
 from mpm.extensions import db  # noqa: E402
-from mpm.gateways.credentials import encrypt  # noqa: E402
-from mpm.gateways.registry import gateway_setting  # noqa: E402
+from mpm.credentials import encrypt  # noqa: E402
+from mpm.gateway_settings import gateway_setting  # noqa: E402
 from mpm.models import Company, Sms, User  # noqa: E402
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 
 from mpm import config
 from mpm.extensions import csrf, db, login_manager, migrate
+from mpm.models.base import utcnow
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 
@@ -66,6 +67,11 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in all_blueprints():
         app.register_blueprint(blueprint)
+    if app.config.get("SIMULATOR_URL"):
+        # Development tools exist only beside the simulator; production never sets SIMULATOR_URL.
+        from mpm.blueprints.simulator_tools import bp as simulator_tools
+
+        app.register_blueprint(simulator_tools)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -107,12 +113,49 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_template_helpers(app: Flask) -> None:
-    from mpm import navigation, phones
-    from mpm.messaging.history import shown_body
+    from flask_login import current_user
+
+    from mpm import company_time, navigation, phones
+    from mpm.gateway_settings import active_gateway_keys
+    from mpm.gateways.registry import get_gateway
+    from mpm.messaging.history import TRIGGER_LABELS, shown_body
 
     app.jinja_env.filters["phone"] = phones.display
     app.jinja_env.filters["shown_body"] = shown_body
+
+    @app.template_filter("local_time")
+    def local_time_filter(moment, precision: str = "minutes"):
+        """{{ sms.created_at|local_time }} → '2026-11-27 03:40 EAT': the one way pages show a time."""
+        return company_time.local_text(moment, current_company_zone(), precision)
+
+    def gateway_label(key):
+        try:
+            return get_gateway(key).label if key else "—"
+        except KeyError:
+            return key
+
+    # One spelling of gateways ("AfricasTalking") and triggers ("payment confirmation") on every page.
+    app.jinja_env.filters["gateway_label"] = gateway_label
+    app.jinja_env.filters["trigger_label"] = lambda key: TRIGGER_LABELS.get(key, (key or "").replace("_", " "))
+
+    # The shared "No active SMS provider" fragment asks this once per include.
+    app.jinja_env.globals["active_gateway_keys"] = lambda: active_gateway_keys(current_user.company_id) \
+        if current_user.is_authenticated else []
+    app.jinja_env.globals["company_zone_label"] = lambda: company_time.zone_label(utcnow(), current_company_zone())
     app.context_processor(navigation.sidebar_context)
+
+
+def current_company_zone():
+    """The logged-in user's company zone, looked up once per request."""
+    from flask import g
+    from flask_login import current_user
+
+    from mpm import company_time
+
+    if "company_zone" not in g:
+        company = current_user.company if current_user.is_authenticated else None
+        g.company_zone = company_time.zone(company.time_zone if company else None)
+    return g.company_zone
 
 
 def register_security_headers(app: Flask) -> None:
@@ -137,6 +180,13 @@ def register_security_headers(app: Flask) -> None:
 
 
 def register_liveness(app: Flask) -> None:
+    @app.get("/favicon.ico")
+    def favicon():
+        # Browsers ask for /favicon.ico on pages without a <link rel="icon"> (error pages, raw files).
+        from flask import redirect, url_for
+
+        return redirect(url_for("static", filename="favicon.svg"), code=301)
+
     @app.get("/healthz-lite")
     def healthz_lite():
         # Liveness only (no database, no Redis): for load balancers, and the benchmarks' baseline.

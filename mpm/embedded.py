@@ -114,7 +114,9 @@ def main() -> int:
             # The simulator is a development tool: only this embedded run starts it.
             sim_port = _free_port()
             env["MPM_SIMULATOR_URL"] = f"http://127.0.0.1:{sim_port}"
-            start("simulator", [python, "-m", "mpm.simulator", "--port", str(sim_port)])
+            from mpm.simulator_setup import SIMULATOR_API_KEY
+
+            start("simulator", [python, "-m", "mpm.simulator", "--port", str(sim_port), "--api-key", SIMULATOR_API_KEY])
         login = _prepare_database(env, seed=not os.environ.get("DATABASE_URL"))
         start("worker", [python, "-m", "flask", "--app", "wsgi", "worker"])
         # The deployment's gunicorn settings: its access log leaves out the secrets in callback URLs.

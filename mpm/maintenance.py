@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import or_, select
+from sqlalchemy.orm import selectinload
 
 from mpm import sms_templates
 from mpm.extensions import db
@@ -43,7 +44,8 @@ def _person(company_id: int, person_id, kinds: tuple[str, ...], label: str, fiel
 
 def assignee_choices(company_id: int) -> list[Person]:
     return list(db.session.scalars(select(Person).where(
-        Person.company_id == company_id, Person.kind.in_(ASSIGNEE_KINDS)).order_by(Person.surname, Person.name)))
+        Person.company_id == company_id, Person.kind.in_(ASSIGNEE_KINDS)).order_by(Person.surname, Person.name)
+        .options(selectinload(Person.phone_numbers), selectinload(Person.mini_grid))))
 
 
 def category_choices(company_id: int) -> list[str]:

@@ -12,9 +12,9 @@ SIDEBAR = [
     ("Broadcasts", "broadcasts.index", {}),
     ("Maintenance", "maintenance.index", {}),
     ("Transactions", "transactions.index", {}),
-    ("Settings → Plugins", "plugins.index", {}),
-    ("Settings → SMS", "settings.sms", {}),
-    ("Settings → Staff", "staff.index", {}),
+    ("Plugins", "plugins.index", {}),
+    ("SMS templates", "settings.sms", {}),
+    ("Staff", "staff.index", {}),
 ]
 # Pages a manager is refused (mpm.web.admin_required): not offered to them at all.
 ADMIN_ONLY = frozenset({"plugins.index", "staff.index"})

@@ -170,10 +170,18 @@ def inbox_page(company_id: int, only_unread: bool = False, page: int = 1, per_pa
 
 
 def mark_read(sms: Sms, read: bool = True) -> None:
+    """Opening a message reads its whole thread: every earlier incoming message of the conversation too."""
     if sms.direction != "inbound":
         return
-    sms.read_at = utcnow() if read else None
+    if not read:
+        sms.read_at = None
+        db.session.commit()
+        return
+    db.session.execute(update(Sms).where(
+        Sms.company_id == sms.company_id, Sms.direction == "inbound", Sms.read_at.is_(None),
+        _thread_condition(sms), Sms.created_at <= sms.created_at).values(read_at=utcnow()))
     db.session.commit()
+    db.session.refresh(sms)
 
 
 def mark_all_read(company_id: int) -> None:
@@ -182,12 +190,17 @@ def mark_all_read(company_id: int) -> None:
     db.session.commit()
 
 
-def conversation(sms: Sms, limit: int = 50) -> list[Sms]:
-    """The latest messages to and from this number (or person), oldest first, to read as a thread."""
+def _thread_condition(sms: Sms):
+    """The messages of one conversation: to and from this number, or this person."""
     condition = Sms.number == sms.number
     if sms.person_id is not None:
         condition = condition | (Sms.person_id == sms.person_id)
-    rows = list(db.session.scalars(select(Sms).where(Sms.company_id == sms.company_id, condition)
+    return condition
+
+
+def conversation(sms: Sms, limit: int = 50) -> list[Sms]:
+    """The latest messages to and from this number (or person), oldest first, to read as a thread."""
+    rows = list(db.session.scalars(select(Sms).where(Sms.company_id == sms.company_id, _thread_condition(sms))
                                    .order_by(Sms.created_at.desc(), Sms.id.desc()).limit(limit)))
     return rows[::-1]
 

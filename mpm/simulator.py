@@ -9,6 +9,10 @@ After a short delay it posts delivery reports to the callback URL the app regist
 queue (reports beyond its size are dropped and counted).
 
 Control endpoints (JSON), for tests and for trying failure handling by hand:
+Credentials: a request without an API key is refused as the provider would (401); started with
+`--api-key KEY` (the embedded demo does), every other key is refused too, so "wrong credentials"
+can be tried by hand. POST /_simulator/config {"api_key": "..."} sets the key ("" accepts any).
+
 - POST /_simulator/config {"gateway": "africastalking"|"textbee", "mode": "ok"|"timeout"|"5xx"|"auth"|
   "late_accept"|"reset_after_accept", "timeout_seconds": 30, "answer_delay": 30, "undeliverable_share": 0.0..1.0,
   "rejected_numbers": [...], "report_delay": 0.5, "report_duplicates": 0.0..1.0, "report_shuffle": false,
@@ -152,8 +156,9 @@ class DroppingMiddleware:
 
 
 class SimulatorState:
-    def __init__(self, report_queue_size: int = 50_000):
+    def __init__(self, report_queue_size: int = 50_000, api_key: str = ""):
         self.lock = threading.Lock()
+        self.api_key = api_key  # the one key accepted; "" accepts any non-empty key (kept across resets)
         self.reports: queue.Queue = queue.Queue(maxsize=report_queue_size)
         self.reset()
         self._sessions = threading.local()  # report posting runs in several threads
@@ -253,9 +258,18 @@ class NoDelayRequestHandler(WSGIRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def create_simulator(report_queue_size: int = 50_000) -> Flask:
+def refused_credentials(state: SimulatorState, gateway: str, api_key: str | None, username: str | None = "-") -> Response | None:
+    """The provider's answer to a missing or wrong API key (AfricasTalking also needs a username)."""
+    if api_key and username and (not state.api_key or hmac.compare_digest(api_key, state.api_key)):
+        return None
+    if gateway == "africastalking":
+        return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+    return Response(json.dumps({"error": "Unauthorized"}), status=401, mimetype="application/json")
+
+
+def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flask:
     app = Flask("mpm-gateway-simulator")
-    state = SimulatorState(report_queue_size)
+    state = SimulatorState(report_queue_size, api_key)
     app.extensions["simulator"] = state
 
     app.wsgi_app = DroppingMiddleware(app.wsgi_app)
@@ -316,8 +330,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     # --- AfricasTalking --------------------------------------------------------------------
     @app.get("/version1/user")
     def at_user():
-        if not request.headers.get("apiKey") or not request.args.get("username"):
-            return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+        refused = refused_credentials(state, "africastalking", request.headers.get("apiKey"), request.args.get("username"))
+        if refused is not None:
+            return refused
         failure = trouble("africastalking")
         if failure is not None:
             return failure
@@ -325,8 +340,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
 
     @app.post("/version1/messaging")
     def at_send():
-        if not request.headers.get("apiKey") or not request.form.get("username"):
-            return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+        refused = refused_credentials(state, "africastalking", request.headers.get("apiKey"), request.form.get("username"))
+        if refused is not None:
+            return refused
         failure = trouble("africastalking")
         if failure is not None:
             return failure
@@ -369,8 +385,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     # --- TextBee -------------------------------------------------------------------------------
     @app.get("/api/v1/gateway/devices")
     def textbee_devices():
-        if not request.headers.get("x-api-key"):
-            return jsonify({"error": "Unauthorized"}), 401
+        refused = refused_credentials(state, "textbee", request.headers.get("x-api-key"))
+        if refused is not None:
+            return refused
         failure = trouble("textbee")
         if failure is not None:
             return failure
@@ -379,8 +396,9 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
     @app.post("/api/v1/gateway/devices/<device_id>/send-sms")
     @app.post("/api/v1/gateway/devices/<device_id>/sendSMS")
     def textbee_send(device_id):
-        if not request.headers.get("x-api-key"):
-            return jsonify({"error": "Unauthorized"}), 401
+        refused = refused_credentials(state, "textbee", request.headers.get("x-api-key"))
+        if refused is not None:
+            return refused
         failure = trouble("textbee")
         if failure is not None:
             return failure
@@ -417,6 +435,10 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             return jsonify({"error": "send a JSON object"}), 400
+        if isinstance(body.get("api_key"), str):
+            state.api_key = body["api_key"]
+            if "gateway" not in body:
+                return jsonify({"api_key_required": bool(state.api_key)})
         gateway = body.get("gateway")
         if gateway not in GATEWAYS:
             return jsonify({"error": f"gateway must be one of {GATEWAYS}"}), 400
@@ -460,9 +482,10 @@ def create_simulator(report_queue_size: int = 50_000) -> Flask:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="MPM gateway simulator (development tool only)")
     parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument("--api-key", default="", help="accept only this API key (default: any non-empty key)")
     args = parser.parse_args()
     from werkzeug.serving import run_simple
 
     logging.basicConfig(level=logging.INFO)
     print(f"MPM gateway simulator (development tool) on http://127.0.0.1:{args.port}", flush=True)
-    run_simple("127.0.0.1", args.port, create_simulator(), threaded=True, request_handler=NoDelayRequestHandler)
+    run_simple("127.0.0.1", args.port, create_simulator(api_key=args.api_key), threaded=True, request_handler=NoDelayRequestHandler)

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from conftest import (csrf_token, enable_gateway, enable_simulated_gateway, login, make_company, make_person, make_user,
@@ -470,7 +470,7 @@ def test_progress_page_polls_while_sending_shows_failures_and_stops_when_done(cl
     login(client, make_user(company, email="watcher@example.test").email)
     run_fanout_until_idle(crowd.id)
     page = client.get(f"/broadcasts/{crowd.id}").get_data(as_text=True)
-    assert 'hx-trigger="load delay:2s"' in page and "0 of 25 done" in page
+    assert 'hx-trigger="load delay:2s"' in page and "25 waiting to be sent" in page
     rows = db.session.scalars(select(Sms).where(Sms.broadcast_id == crowd.id).order_by(Sms.id)).all()
     for sms in rows[:20]:
         sms.status = "delivered"
@@ -571,7 +571,7 @@ def test_confirm_page_warns_when_the_start_falls_in_quiet_hours(logged_in, compa
         "csrf_token": token, "all_customers": "on", "body": "Meter audit tomorrow", "when": "later",
         "send_at": "2099-12-01T22:30", "quiet_on": "on", "quiet_start": "21:00", "quiet_end": "07:00"})
     page = logged_in.get(saved.headers["Location"]).get_data(as_text=True)
-    assert "inside the quiet hours: sending starts at 2099-12-02 07:00" in page
+    assert "will start at 07:00 EAT" in page and "(2099-12-02 07:00 EAT), when the quiet hours end" in page
     assert "Schedule for 2099-12-01 22:30" in page
 
 
@@ -580,8 +580,9 @@ def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going
 
     enable_simulated_gateway(company, simulator)
     admin = make_user(company)
-    broken = db.session.scalar(select(PhoneNumber).where(PhoneNumber.person_id == town["baraka"]))
-    broken.e164 = "0712000002"  # imported before numbers were normalised
+    # Imported before numbers were normalised, by SQL that bypassed the stored verdict: the fan-out's
+    # own shape check is the safety net.
+    db.session.execute(update(PhoneNumber).where(PhoneNumber.person_id == town["baraka"]).values(e164="0712000002"))
     db.session.commit()
     broadcast = draft(company, admin, audience=Audience(all_customers=True))
     lifecycle.confirm(company.id, broadcast.id, admin.id)
@@ -591,6 +592,17 @@ def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going
         (town["baraka"], "0712000002 is not a valid phone number", "Baraka Mwangi")]
     run_jobs(app)
     assert len(simulator.received()) == 2
+
+
+def test_a_number_changed_to_an_invalid_one_is_excluded_and_counted(company, town):
+    from mpm.models import PhoneNumber
+
+    number = db.session.scalar(select(PhoneNumber).where(PhoneNumber.person_id == town["baraka"]))
+    number.e164 = "+254109675498"  # E.164-shaped, but phonenumbers knows no such Kenyan range
+    db.session.commit()
+    counts = audiences.count(company.id, Audience(all_customers=True))
+    assert counts.invalid_number == 1
+    assert town["baraka"] not in recipient_ids(company, Audience(all_customers=True))
 
 
 def test_pause_holds_messages_already_queued_and_resume_sends_each_once(app, company, town, simulator):

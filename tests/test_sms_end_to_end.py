@@ -34,7 +34,7 @@ def test_panel_send_ends_delivered_in_the_polled_history(app, logged_in, company
             break
         assert 'hx-trigger="every 3s"' in fragment  # still polling while sent
         time.sleep(0.1)
-    assert "status-delivered" in fragment and "africastalking" in fragment
+    assert "status-delivered" in fragment and "AfricasTalking" in fragment
     assert "hx-trigger" not in fragment  # all final: polling stops
 
     db.session.expire_all()

@@ -142,7 +142,7 @@ def test_history_shows_both_directions_with_status_gateway_and_error(logged_in, 
     history = page[page.index('id="person-sms-history"'):]
     assert history.index("Thanks!") < history.index("Out one")  # newest first
     assert "↓ received" in history and "↑ sent" in history
-    assert "Blacklisted number" in history and "textbee" in history
+    assert "Blacklisted number" in history and "TextBee" in history
     assert 'status status-failed' in history and 'status status-received' in history
     assert "hx-trigger" not in history[:300]  # nothing in flight: no polling
 

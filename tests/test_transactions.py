@@ -152,7 +152,7 @@ def test_forms_and_sidebar_entries(logged_in, company, customer):
     ticket_form = logged_in.get(f"/maintenance/new?customer_id={customer.id}").get_data(as_text=True)
     assert f'name="customer_id" value="{customer.id}" checked' in ticket_form and "Meter fault" in ticket_form
     for href, label in (("/transactions/", "Transactions"), ("/maintenance/", "Maintenance"),
-                        ("/inbox/", "Inbox"), ("/settings/sms", "Settings → SMS")):
+                        ("/inbox/", "Inbox"), ("/settings/sms", "SMS templates")):
         assert f'<a href="{href}">{label}</a>' in page or f'<a href="{href}" aria-current="page">{label}</a>' in page
 
 

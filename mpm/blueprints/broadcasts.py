@@ -8,6 +8,7 @@ from mpm.broadcasts.lifecycle import BroadcastForm
 from mpm.extensions import db
 from mpm.messaging.send import SmsRefused
 from mpm.models import Broadcast, Company, Person
+from mpm.models.base import utcnow
 from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
 bp = Blueprint("broadcasts", __name__, url_prefix="/broadcasts")
@@ -26,7 +27,7 @@ def index():
     return render_template(
         "broadcasts/index.html", broadcasts=broadcasts, company=_company(),
         counts=counts, names=audiences.name_lookup(company_id()),
-        summary=audiences.summary, Audience=audiences.Audience, local=schedule.local_text)
+        summary=audiences.summary, Audience=audiences.Audience)
 
 
 def _compose_page(form: BroadcastForm, draft_id: int | None = None, error: str | None = None, status: int = 200):
@@ -89,12 +90,13 @@ def person_chip(person_id: int):
 
 def _confirm_page(broadcast: Broadcast, error: str | None = None, status: int = 200):
     company = _company()
-    quiet_end = schedule.quiet_until(broadcast.scheduled_for, broadcast.quiet_hours, company.time_zone) \
-        if broadcast.scheduled_for else None
+    # Sending "now" inside the quiet hours waits for their end: say so before the user confirms.
+    quiet_end = schedule.quiet_until(broadcast.scheduled_for or utcnow(), broadcast.quiet_hours, company.time_zone)
     return render_template(
         "broadcasts/confirm.html", broadcast=broadcast, company=company, error=error,
         summary=audiences.summary(company.id, audiences.Audience.from_json(broadcast.audience)),
-        local=schedule.local_text, quiet_end=quiet_end,
+        counts=audiences.count(company.id, audiences.Audience.from_json(broadcast.audience)),
+        quiet_end=quiet_end,
     ), status
 
 
@@ -121,11 +123,11 @@ def send(broadcast_id: int):
 
 def _progress_context(broadcast: Broadcast) -> dict:
     company = _company()
+    current = progress.settle(broadcast)
     return {
-        "broadcast": broadcast, "company": company, "progress": progress.settle(broadcast),
-        "failures": progress.failures(broadcast), "polling": broadcast.state in progress.POLLING_STATES,
+        "broadcast": broadcast, "company": company, "progress": current,
+        "failures": progress.failures(broadcast), "polling": progress.still_changing(broadcast, current),
         "summary": audiences.summary(company.id, audiences.Audience.from_json(broadcast.audience)),
-        "local": schedule.local_text,
     }
 
 

@@ -63,7 +63,8 @@ def add_number(person_id: int):
 
 def _numbers_fragment(person: Person, error: str | None = None, typed: str = "", status: int = 200):
     # The whole page on a plain form post (no JavaScript), the numbers card for htmx.
+    # htmx also gets the Send SMS panel's destination line, out of band: it names the new primary number.
     return page_or_fragment(
         "customers/detail.html", "customers/_numbers.html", person=person, number_error=error, typed=typed,
-        panel=None if is_htmx() else send_panel(company_id(), person)
+        panel=send_panel(company_id(), person), refresh_destination=is_htmx(),
     ), status

@@ -2,7 +2,7 @@
 one message with its timeline and resend, and the New message page."""
 from functools import lru_cache
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
+from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    stream_with_context, url_for)
 from flask_login import current_user, login_required
 
@@ -21,14 +21,6 @@ SEARCH_RESULTS = 10
 
 
 # ---------------------------------------------------------------- template helpers
-
-
-@bp.app_template_filter("local_time")
-def local_time_filter(moment):
-    """A stored UTC time as the company's wall-clock time (the zone looked up once per request)."""
-    if "company_zone" not in g:
-        g.company_zone = history.company_zone(current_user.company if current_user.is_authenticated else None)
-    return history.local_time(moment, g.company_zone)
 
 
 # A history page shows the same few numbers many times; parsing each with phonenumbers is the slow part.
@@ -92,7 +84,7 @@ def history_list():
     flt = history.HistoryFilter.from_args(request.args)
     result = history.history_page(company_id(), flt, _per_page())
     return page_or_fragment("sms/history.html", "sms/_table.html", result=result, flt=result.flt,
-                            choices=_filter_choices())
+                            total=history.total_count(company_id(), result.flt), choices=_filter_choices())
 
 
 def _filter_choices() -> dict:
@@ -105,7 +97,7 @@ def _filter_choices() -> dict:
 def export():
     flt = history.HistoryFilter.from_args(request.args)
     rows = history.export_csv(company_id(), flt)
-    filename = f"sms-{utcnow():%Y%m%d-%H%M%S}.csv"
+    filename = history.export_filename(company_id(), utcnow())
     return Response(stream_with_context(rows), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

@@ -2,8 +2,9 @@
 is one row, because every query selects from Person with at most one primary number per person.
 
 Mini-grids, groups, types and "all customers" reach customers only; agents and service
-providers are reached only when picked one by one. Opted-out people and people without a
-primary number are counted, never messaged."""
+providers are reached only when picked one by one. Opted-out people, people without a primary
+number and people whose primary number is not a valid phone number (phonenumbers' verdict, stored
+with the number) are counted, never messaged."""
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, case, false, func, or_, select
@@ -80,12 +81,18 @@ def _primary_join():
     return and_(PhoneNumber.person_id == Person.id, PhoneNumber.is_primary.is_(True))
 
 
+def _reachable():
+    """Has a valid primary number and did not opt out (with the primary number joined)."""
+    return and_(Person.opted_out_at.is_(None), PhoneNumber.valid.is_(True))
+
+
 @dataclass
 class AudienceCounts:
     matched: int = 0  # everyone the filters reach
     opted_out: int = 0  # of those, sent STOP: excluded
     without_primary: int = 0  # not opted out but no primary number: excluded
     recipients: int = 0  # receive the message
+    invalid_number: int = 0  # not opted out, but the primary number is not a valid phone number: excluded
 
     @property
     def excluded(self) -> int:
@@ -101,7 +108,8 @@ def count(company_id: int, audience: Audience) -> AudienceCounts:
             func.count(Person.id),
             func.count(case((opted_out, 1))),
             func.count(case((and_(~opted_out, PhoneNumber.id.is_(None)), 1))),
-            func.count(case((and_(~opted_out, PhoneNumber.id.is_not(None)), 1))),
+            func.count(case((and_(~opted_out, PhoneNumber.valid.is_(True)), 1))),
+            func.count(case((and_(~opted_out, PhoneNumber.valid.is_(False)), 1))),
         )
         .select_from(Person)
         .outerjoin(PhoneNumber, _primary_join())
@@ -126,7 +134,7 @@ def recipients_after(company_id: int, audience: Audience, after_person_id: int, 
         .outerjoin(MiniGrid, MiniGrid.id == Person.mini_grid_id)
         .outerjoin(CustomerGroup, CustomerGroup.id == Person.customer_group_id)
         .outerjoin(CustomerType, CustomerType.id == Person.customer_type_id)
-        .where(matches(company_id, audience), Person.opted_out_at.is_(None), Person.id > after_person_id)
+        .where(matches(company_id, audience), _reachable(), Person.id > after_person_id)
         .order_by(Person.id)
         .limit(limit)
     ).all()
@@ -147,7 +155,7 @@ def first_recipient(company_id: int, audience: Audience) -> RecipientRow | None:
 def anyone_without_viber(company_id: int, audience: Audience) -> bool:
     return db.session.scalar(
         select(Person.id).join(PhoneNumber, _primary_join())
-        .where(matches(company_id, audience), Person.opted_out_at.is_(None), Person.viber_id.is_(None)).limit(1)
+        .where(matches(company_id, audience), _reachable(), Person.viber_id.is_(None)).limit(1)
     ) is not None
 
 

@@ -136,8 +136,9 @@ def expand_chunk(broadcast: Broadcast, expired: bool = False, now: datetime | No
     return len(chunk)
 
 
-# Numbers were fully validated (phonenumbers) when stored; per recipient only the E.164 shape is
-# checked, because a full parse of 100,000 numbers would dominate the fan-out.
+# The audience query already leaves out numbers phonenumbers judged invalid when they were stored
+# (PhoneNumber.valid); per recipient only the E.164 shape is checked again, because a full parse of
+# 100,000 numbers would dominate the fan-out.
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 # A body without placeholders is the same for everyone: analyse it once.
 _analyse = lru_cache(maxsize=1024)(analyse)

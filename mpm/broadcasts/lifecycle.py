@@ -143,7 +143,8 @@ def save_draft(company_id: int, user_id: int | None, form: BroadcastForm, draft_
     if result.counts.recipients == 0:
         raise BroadcastRefused(
             f"Nobody in this audience can receive SMS: {result.counts.opted_out} opted out, "
-            f"{result.counts.without_primary} without a primary number.")
+            f"{result.counts.without_primary} without a primary number, "
+            f"{result.counts.invalid_number} with a number that is not a valid phone number.")
     fields = _schedule_fields(form, company, now)
     broadcast = None
     if draft_id is not None:

@@ -37,6 +37,28 @@ class Progress:
     def percent(self) -> int:
         return int(100 * self.out / self.total) if self.total else 0
 
+    @property
+    def awaiting_report(self) -> int:
+        """Taken by a gateway, its delivery report not in yet."""
+        return self.counts.get(status.SENT, 0) + self.counts.get(status.UNCONFIRMED, 0)
+
+    @property
+    def waiting(self) -> int:
+        """Not handed to a gateway yet (queued, being sent, or not even created)."""
+        return self.counts[status.QUEUED] + self.counts[status.SENDING] + self.not_created
+
+    @property
+    def parts(self) -> list[tuple[str, str, int, float]]:
+        """The bar's segments: (key, label, count, percent of the whole), zero counts left out."""
+        parts = [("delivered", "delivered", self.counts[status.DELIVERED]),
+                 ("sent", "awaiting a report", self.awaiting_report),
+                 ("failed", "failed", self.counts[status.FAILED]),
+                 ("expired", "expired", self.counts[status.EXPIRED]),
+                 ("cancelled", "cancelled", self.counts[status.CANCELLED]),
+                 ("waiting", "waiting to be sent", self.waiting)]
+        total = self.total or 1
+        return [(key, label, n, round(100 * n / total, 2)) for key, label, n in parts if n]
+
 
 def counts_for(broadcast_ids: list[int]) -> dict[int, dict[str, int]]:
     """One GROUP BY for a page of broadcasts."""
@@ -72,6 +94,18 @@ def settle(broadcast: Broadcast) -> Progress:
         if changed:
             db.session.refresh(broadcast)
     return current
+
+
+def still_changing(broadcast: Broadcast, current: Progress, now=None) -> bool:
+    """Whether the progress section keeps polling: while the broadcast runs, and after it ended while
+    delivery reports are still due (messages sent, no report yet) and the validity has not ended."""
+    if broadcast.state in POLLING_STATES:
+        return True
+    if broadcast.state not in ("done", "cancelled") or not current.awaiting_report:
+        return False
+    from mpm.broadcasts.schedule import as_utc
+
+    return broadcast.expires_at is not None and (now or utcnow()) < as_utc(broadcast.expires_at)
 
 
 def failures(broadcast: Broadcast, limit: int = 50) -> list[tuple[Sms, str]]:

@@ -9,11 +9,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import defer, joinedload
 
+from mpm import company_time
 from mpm.customers import name_matches
 from mpm.extensions import db
 from mpm.gateways.registry import priority_order
@@ -27,6 +28,11 @@ from mpm.phones import InvalidPhoneNumber, to_e164
 STATUSES = (*status.ALL, status.RECEIVED)
 DIRECTIONS = ("outbound", "inbound")
 TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resend", "resend_information", "test")
+# What each trigger means to staff, for tables, filters and threads.
+TRIGGER_LABELS = {"manual": "sent by staff", "broadcast": "broadcast", "transaction": "payment confirmation",
+                  "maintenance": "maintenance ticket", "reply": "reply", "resend": "sent again",
+                  "resend_information": "payment details sent again", "test": "test SMS"}
+TOTAL_COUNT_CAP = 10_000  # beyond this the history says "10,000+" instead of counting a million rows
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PERSON_HISTORY_SIZE = 20
 EXPORT_BATCH = 1000
@@ -39,16 +45,12 @@ SHOWN_BODY_LIMIT = 5000
 
 
 def company_zone(company: Company | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(company.time_zone if company else "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    return company_time.zone(company.time_zone if company else None)
 
 
 def local_time(moment: datetime | None, zone: ZoneInfo) -> str:
-    if moment is None:
-        return ""
-    return as_utc(moment).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    # CSV cells: the zone is named once, in the file name and the column header.
+    return company_time.local_text(moment, zone, "seconds", label=False)
 
 
 # ---------------------------------------------------------------- cursors
@@ -136,6 +138,11 @@ class HistoryFilter:
     def is_filtered(self) -> bool:
         return bool(self.query_args())
 
+    @property
+    def dates_reversed(self) -> bool:
+        """A from-date after the to-date matches nothing: the page says so instead of a silent empty list."""
+        return bool(self.date_from and self.date_to and self.date_from > self.date_to)
+
 
 FEW_PEOPLE = 50
 
@@ -170,6 +177,11 @@ def _search_condition(company_id: int, q: str, default_region: str):
             PhoneNumber.company_id == company_id, or_(*(PhoneNumber.e164.like(f"%{p}%") for p in parts)))
     elif words:
         people = select(Person.id).where(Person.company_id == company_id, name_matches(words))
+        # Words find the messages of the people they name and the messages whose text contains them.
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        in_body = Sms.body.ilike(f"%{escaped}%", escape="\\")
+        of_people = _messages_of(people)
+        return in_body if of_people is None else or_(of_people, in_body)
     else:
         return None
     condition = _messages_of(people)
@@ -240,6 +252,13 @@ def _fetch(stmt, order, limit: int) -> list[Sms]:
     return list(db.session.scalars(stmt.options(joinedload(Sms.person)).order_by(*order).limit(limit)).unique())
 
 
+def total_count(company_id: int, flt: HistoryFilter, cap: int = TOTAL_COUNT_CAP) -> tuple[int, bool]:
+    """How many messages the filter matches, counted up to `cap`: (count, more_than_cap)."""
+    base = _filtered(company_id, replace(flt, after="", before="", oldest=False)).with_only_columns(Sms.id)
+    n = db.session.scalar(select(func.count()).select_from(base.limit(cap + 1).subquery()))
+    return min(n, cap), n > cap
+
+
 def history_page(company_id: int, flt: HistoryFilter, per_page: int) -> HistoryPage:
     """One page of the filtered history, newest first, positioned by flt.after / before / oldest."""
     base = _filtered(company_id, flt)
@@ -301,6 +320,12 @@ def _csv_cell(value) -> str:
     return text
 
 
+def export_filename(company_id: int, now: datetime) -> str:
+    """'sms-20261127-034000-EAT.csv': the export's moment in the company zone, the zone named."""
+    zone = company_zone(db.session.get(Company, company_id))
+    return f"sms-{company_time.local_text(now, zone, 'filename')}-{company_time.zone_label(now, zone)}.csv"
+
+
 def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -> Iterator[str]:
     """The whole filtered list as CSV text, newest first, yielded batch by batch (keyset, so memory
     stays flat however many rows there are)."""
@@ -309,7 +334,8 @@ def export_csv(company_id: int, flt: HistoryFilter, batch: int = EXPORT_BATCH) -
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue()
+    # The byte-order mark makes Excel read the file as UTF-8 (names in any script stay readable).
+    yield "\ufeff" + buffer.getvalue()
     cursor = None
     while True:
         stmt = base if cursor is None else base.where(_older_than(cursor))

@@ -2,7 +2,7 @@
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, select
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from mpm.extensions import db
 from mpm.models.base import TenantMixin, TimestampMixin
@@ -61,6 +61,12 @@ class Person(TenantMixin, TimestampMixin, db.Model):
         return self.kind.replace("_", " ")
 
 
+def _valid_on_insert(context) -> bool:
+    from mpm.phones import is_valid_e164
+
+    return is_valid_e164(context.get_current_parameters()["e164"])
+
+
 class PhoneNumber(TenantMixin, db.Model):
     __table_args__ = (
         Index("ix_phone_number_company_e164", "company_id", "e164"),
@@ -78,8 +84,19 @@ class PhoneNumber(TenantMixin, db.Model):
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id", ondelete="CASCADE"), index=True)
     e164: Mapped[str] = mapped_column(String(20))
     is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    # phonenumbers' verdict, taken once when the number is stored (bulk inserts included), so the
+    # broadcast fan-out and audience counts filter on a column instead of parsing every number.
+    valid: Mapped[bool] = mapped_column(Boolean, default=_valid_on_insert, server_default=db.true())
 
     person: Mapped[Person] = relationship(back_populates="phone_numbers")
+
+    @validates("e164")
+    def _judge(self, key: str, value: str) -> str:
+        # A number changed through the ORM is judged again; bulk inserts get the column default.
+        from mpm.phones import is_valid_e164
+
+        self.valid = is_valid_e164(value)
+        return value
 
 
 def primary_number_subquery():

@@ -6,6 +6,7 @@ when the template is saved, so rendering never meets one."""
 import re
 from dataclasses import dataclass
 
+from flask import current_app
 from sqlalchemy import select
 
 from mpm.audit import audit
@@ -94,11 +95,40 @@ def placeholders_in(body: str) -> list[str]:
     return PLACEHOLDER.findall(body or "")
 
 
+def check_brackets(body: str) -> None:
+    """Every [ must close with ] before the next [: "[name," would be sent as written, to everyone."""
+    body = body or ""
+    opened = None
+    for i, ch in enumerate(body):
+        if ch == "[":
+            if opened is not None:
+                break
+            opened = i
+        elif ch == "]":
+            if opened is None:
+                raise TemplateInvalid(f"“{_around(body, i)}” has a ] that closes no [. "
+                                      "Write placeholders as [name], each in its own brackets.")
+            opened = None
+    else:
+        if opened is None:
+            return
+    raise TemplateInvalid(f"“{_around(body, opened)}” opens a placeholder with [ that is never closed. "
+                          "Write placeholders as [name], each in its own brackets.")
+
+
+def _around(body: str, i: int) -> str:
+    # The word the stray bracket belongs to, as the user typed it.
+    start = max(body.rfind(" ", 0, i) + 1, 0)
+    end = body.find(" ", i + 1)
+    return body[start:end if end != -1 else len(body)][:30]
+
+
 def check_template(key: str, body: str) -> None:
-    """Refuse placeholders this trigger cannot fill, naming them."""
+    """Refuse placeholders this trigger cannot fill, naming them, and unbalanced brackets."""
     kind = KINDS[key]
     if key not in ("header", "footer") and not (body or "").strip():
         raise TemplateInvalid("The template is empty: write the message, or press Reset to use the default.")
+    check_brackets(body)
     unknown = []
     for name in placeholders_in(body):
         if name not in kind.placeholders and f"[{name}]" not in unknown:
@@ -130,6 +160,7 @@ def save_template(company_id: int, key: str, body: str, user_id: int | None) -> 
         raise TemplateInvalid("There is no such template.")
     body = (body or "").replace("\r\n", "\n").strip()
     check_template(key, body)
+    check_length(company_id, key, body)
     row = db.session.scalar(select(SmsTemplate).where(SmsTemplate.company_id == company_id,
                                                       SmsTemplate.trigger == key))
     if row is None:
@@ -168,14 +199,8 @@ class Preview:
     error: str | None
 
 
-def preview(company_id: int, key: str, body: str) -> Preview:
-    """The template as a customer would read it with sample values, its encoding and segments."""
-    if key not in KINDS:
-        return Preview("", None, "There is no such template.")
-    try:
-        check_template(key, body)
-    except TemplateInvalid as exc:
-        return Preview("", None, str(exc))
+def sample_text(company_id: int, key: str, body: str) -> str:
+    """The template as a customer would read it with sample values (header and footer around it)."""
     company = db.session.get(Company, company_id)
     values = {**SAMPLE_VALUES, "company": company.name, "currency": company.currency}
     if key in ("header", "footer"):
@@ -185,7 +210,34 @@ def preview(company_id: int, key: str, body: str) -> Preview:
         text = compose(header, template_body(company_id, "transaction_no_token"), footer, values)
     else:
         text = compose(template_body(company_id, "header"), body, template_body(company_id, "footer"), values)
-    return Preview(text, analyse(text) if text else None, None)
+    return text
+
+
+def check_length(company_id: int, key: str, body: str) -> BodyInfo | None:
+    """Refuse a template whose message, with sample values, is longer than any SMS may be
+    (SMS_MAX_SEGMENTS): every message made from it would be refused when sent."""
+    text = sample_text(company_id, key, body)
+    if not text:
+        return None
+    info = analyse(text)
+    limit = current_app.config["SMS_MAX_SEGMENTS"]
+    if info.segments > limit:
+        raise TemplateInvalid(
+            f"With sample values this message is {info.segments} SMS segments long ({info.encoding}); "
+            f"at most {limit} segments can be sent, so it would never go out. Shorten it.")
+    return info
+
+
+def preview(company_id: int, key: str, body: str) -> Preview:
+    """The template as a customer would read it with sample values, its encoding and segments."""
+    if key not in KINDS:
+        return Preview("", None, "There is no such template.")
+    try:
+        check_template(key, body)
+        info = check_length(company_id, key, body)
+    except TemplateInvalid as exc:
+        return Preview("", None, str(exc))
+    return Preview(sample_text(company_id, key, body), info, None)
 
 
 def person_values(person) -> dict:

@@ -22,7 +22,7 @@ def test_save_credentials_and_enable_africastalking(page, log_in, company, admin
     caplog.set_level(logging.DEBUG)
 
     log_in(page, admin.email)
-    page.locator(".sidebar").get_by_role("link", name="Settings → Plugins", exact=True).click()
+    page.locator(".sidebar").get_by_role("link", name="Plugins", exact=True).click()
     page.locator("#plugin-list").get_by_role("link", name="Settings").first.click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("AfricasTalking")
     page.get_by_label("Username").fill("mpm-operator")
@@ -34,7 +34,7 @@ def test_save_credentials_and_enable_africastalking(page, log_in, company, admin
     expect(page.locator("#field-api_key")).to_have_value("")
     assert API_KEY not in page.content()
 
-    page.locator(".sidebar").get_by_role("link", name="Settings → Plugins", exact=True).click()
+    page.locator(".sidebar").get_by_role("link", name="Plugins", exact=True).click()
     switch = page.locator('input[data-plugin="africastalking"]')
     expect(switch).not_to_be_checked()
     switch.check()
