@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 SWEEP_JOB = "mpm.messaging.sweep.sweep_lost_messages"
 SWEEP_EVERY_SECONDS = 60
 SWEEP_LOCK = "mpm:sweep:enqueued"
+# Delivery insight: rollups kept current and alerts checked, once a minute like the sweep.
+MINUTE_JOBS = ("mpm.rollups.refresh_rollups", "mpm.alerts.watch_alerts")
 
 
 def enqueue_sweep_once_per_interval(app: Flask) -> bool:
@@ -19,6 +21,8 @@ def enqueue_sweep_once_per_interval(app: Flask) -> bool:
     with app.app_context():
         if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=SWEEP_EVERY_SECONDS - 1):
             queue(HIGH).enqueue(SWEEP_JOB, job_timeout=300)
+            for job in MINUTE_JOBS:
+                queue(HIGH).enqueue(job, job_timeout=600)
             return True
     return False
 

@@ -25,3 +25,9 @@ class GatewaySetting(TenantMixin, TimestampMixin, db.Model):
     validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Non-secret options (sandbox/live, quotas, send rate…).
     options: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Circuit breaker of this company's gateway: closed (sending), open (resting after errors), probing.
+    circuit_state: Mapped[str] = mapped_column(String(8), default="closed")
+    circuit_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

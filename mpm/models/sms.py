@@ -24,6 +24,8 @@ class Sms(TenantMixin, db.Model):
         # picks this index over ix_sms_company_id.
         Index("ix_sms_gateway_message", "gateway", "provider_message_id", "company_id"),
         Index("ix_sms_due", "status", "next_attempt_at"),
+        # Rollups: "which buckets changed since the last run" reads only this index.
+        Index("ix_sms_updated", "updated_at", "company_id", "created_at"),
         # Same trigger object never produces two messages (e.g. a transaction posted twice).
         UniqueConstraint("company_id", "dedupe_key"),
     )
@@ -51,6 +53,8 @@ class Sms(TenantMixin, db.Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # Why a queued message waits ("waiting for quota (resets 00:00)", "gateway down, retrying at 10:42").
+    waiting_reason: Mapped[str | None] = mapped_column(String(160))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # inbound: staff saw it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

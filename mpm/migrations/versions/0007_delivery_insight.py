@@ -1,0 +1,67 @@
+"""delivery insight: rollups, their change mark, the "changed since" index
+
+Revision ID: 0007
+Revises: 0001
+Create Date: 2026-11-27 02:55:00
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0007'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table('sms_rollup',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('company_id', sa.Integer(), nullable=False),
+    sa.Column('grain', sa.String(length=4), nullable=False),
+    sa.Column('bucket', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('gateway', sa.String(length=32), nullable=False),
+    sa.Column('trigger', sa.String(length=20), nullable=False),
+    sa.Column('outcome', sa.String(length=12), nullable=False),
+    sa.Column('reason', sa.String(length=160), nullable=False),
+    sa.Column('messages', sa.Integer(), nullable=False),
+    sa.Column('segments', sa.Integer(), nullable=False),
+    sa.Column('cost', sa.Float(), nullable=False),
+    sa.Column('ttd_histogram', sa.JSON(), nullable=True),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_sms_rollup_company_id_company'),
+                            ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sms_rollup')),
+    sa.UniqueConstraint('company_id', 'grain', 'bucket', 'gateway', 'trigger', 'outcome', 'reason',
+                        name=op.f('uq_sms_rollup_company_id'))
+    )
+    op.create_index('ix_sms_rollup_company_grain_bucket', 'sms_rollup', ['company_id', 'grain', 'bucket'], unique=False)
+    op.create_table('rollup_mark',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('changed_since', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_rollup_mark'))
+    )
+    op.create_index('ix_sms_updated', 'sms', ['updated_at', 'company_id', 'created_at'], unique=False)
+
+    # The same columns as the circuit-breaker migration of the sending engine (identical names and
+    # types); whichever runs second at merge time drops its copy of this block.
+    with op.batch_alter_table('sms') as batch_op:
+        batch_op.add_column(sa.Column('waiting_reason', sa.String(length=160), nullable=True))
+    with op.batch_alter_table('gateway_setting') as batch_op:
+        batch_op.add_column(sa.Column('circuit_state', sa.String(length=8), nullable=False, server_default='closed'))
+        batch_op.add_column(sa.Column('circuit_since', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('last_error', sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column('last_error_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('last_success_at', sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table('gateway_setting') as batch_op:
+        for column in ('last_success_at', 'last_error_at', 'last_error', 'circuit_since', 'circuit_state'):
+            batch_op.drop_column(column)
+    with op.batch_alter_table('sms') as batch_op:
+        batch_op.drop_column('waiting_reason')
+    op.drop_index('ix_sms_updated', table_name='sms')
+    op.drop_table('rollup_mark')
+    op.drop_index('ix_sms_rollup_company_grain_bucket', table_name='sms_rollup')
+    op.drop_table('sms_rollup')
