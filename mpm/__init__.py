@@ -86,6 +86,19 @@ def register_template_helpers(app: Flask) -> None:
 
     app.jinja_env.filters["phone"] = phones.display
     app.context_processor(navigation.sidebar_context)
+    register_insight_helpers(app)
+
+
+def register_insight_helpers(app: Flask) -> None:
+    """Charts, durations and the alert banner of every page."""
+    from mpm import alerts, charts, dashboard
+    from mpm.plugins import SHORT_LABELS
+
+    app.jinja_env.filters["duration"] = dashboard.duration_text
+    app.jinja_env.filters["delivery_chart"] = lambda view, chart_id, title: charts.delivery_chart(view.points, chart_id, title)
+    app.jinja_env.filters["gateway_label"] = lambda key: SHORT_LABELS.get(key, key) if key else "no gateway yet"
+    app.jinja_env.globals["share_bar"] = charts.share_bar
+    app.context_processor(alerts.banner_context)
 
 
 def register_security_headers(app: Flask) -> None:

@@ -41,4 +41,11 @@ def from_environment() -> dict:
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),
         "RATELIMIT_STORAGE_URI": os.environ.get("MPM_RATELIMIT_STORAGE_URI", "memory://"),
+        # Alert e-mails to admins (off unless a host is set and a company switches them on).
+        "SMTP_HOST": os.environ.get("MPM_SMTP_HOST", ""),
+        "SMTP_PORT": _int("MPM_SMTP_PORT", 587),
+        "SMTP_USER": os.environ.get("MPM_SMTP_USER", ""),
+        "SMTP_PASSWORD": os.environ.get("MPM_SMTP_PASSWORD", ""),
+        "SMTP_FROM": os.environ.get("MPM_SMTP_FROM", ""),
+        "SMTP_STARTTLS": os.environ.get("MPM_SMTP_STARTTLS", "1") == "1",
     }

@@ -1,4 +1,5 @@
 """HTTP only: each blueprint parses input, calls one domain function, renders."""
+from mpm.blueprints.alerts import bp as alerts
 from mpm.blueprints.api import bp as api
 from mpm.blueprints.auth import bp as auth
 from mpm.blueprints.broadcasts import bp as broadcasts
@@ -12,4 +13,4 @@ from mpm.blueprints.settings import bp as settings
 from mpm.blueprints.sms import bp as sms
 from mpm.blueprints.transactions import bp as transactions
 
-ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms, callbacks]
+ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms, callbacks, alerts]
