@@ -13,7 +13,7 @@ from mpm.messaging import status as st
 from mpm.messaging.history import company_zone
 from mpm.models import Company, Person, Sms, SmsRollup
 from mpm.models.base import utcnow
-from mpm.rollups import TTD_EDGES, day_start, hour_cutoff, local_day
+from mpm.rollups import TTD_COLUMNS, TTD_EDGES, day_start, hour_cutoff, local_day
 
 # Date-range presets: key → (label, grain, days); "48h" is by the hour.
 RANGES = {
@@ -197,26 +197,28 @@ def delivery_insight(company_id: int, range_text: str | None = None, gateway: st
     scope = [r.company_id == company_id, r.grain == grain, r.bucket >= start]
     if gateway:
         scope.append(r.gateway == gateway)
-    rows = db.session.execute(
-        select(r.bucket, r.gateway, r.outcome, func.sum(r.messages), func.sum(r.segments), func.sum(r.cost))
-        .where(*scope).group_by(r.bucket, r.gateway, r.outcome)).all()
+    # Summed by the database: one row per period × outcome, and per gateway × outcome.
     totals = Point(start=start, label="total", day=points[0].day)
-    lines: dict[str, GatewayLine] = {}
-    for bucket, gw, outcome, messages, segments, cost in rows:
+    for bucket, outcome, messages, segments, cost in db.session.execute(
+            select(r.bucket, r.outcome, func.sum(r.messages), func.sum(r.segments), func.sum(r.cost))
+            .where(*scope).group_by(r.bucket, r.outcome)):
         point = by_start.get(_as_utc(bucket))
         if point is None:
             continue
         values = (outcome, int(messages), int(segments or 0), float(cost or 0))
         _add(point, *values)
         _add(totals, *values)
-        _add(lines.setdefault(gw, GatewayLine(gw)), *values)
+    lines: dict[str, GatewayLine] = {}
+    for gw, outcome, messages, segments, cost in db.session.execute(
+            select(r.gateway, r.outcome, func.sum(r.messages), func.sum(r.segments), func.sum(r.cost))
+            .where(*scope).group_by(r.gateway, r.outcome)):
+        _add(lines.setdefault(gw, GatewayLine(gw)), outcome, int(messages), int(segments or 0), float(cost or 0))
     reasons = [Reason(reason, gw, int(n)) for reason, gw, n in db.session.execute(
         select(r.reason, r.gateway, func.sum(r.messages)).where(*scope, r.outcome == st.FAILED)
         .group_by(r.reason, r.gateway).order_by(func.sum(r.messages).desc(), r.reason).limit(TOP_REASONS))]
-    histogram = [0] * (len(TTD_EDGES) + 1)
-    for (hist,) in db.session.execute(select(r.ttd_histogram).where(*scope, r.outcome == st.DELIVERED)):
-        for index, count in enumerate(hist or ()):
-            histogram[index] += count
+    sums = db.session.execute(select(*(func.coalesce(func.sum(getattr(r, c)), 0) for c in TTD_COLUMNS))
+                              .where(*scope, r.outcome == st.DELIVERED)).one()
+    histogram = [int(n) for n in sums]
     return Insight(range_key=key, grain=grain, currency=company.currency, first_day=points[0].day,
                    last_day=points[-1].day, gateway=gateway, points=points,
                    gateways=sorted(lines.values(), key=lambda g: -g.messages), reasons=reasons,

@@ -3,7 +3,7 @@
 Per company, a bucket is one local day of the company (kept for good) or one UTC hour (kept for the last
 48 h); inside it one row per gateway × trigger × outcome (× failure reason): messages, segments, cost and,
 for delivered messages, a histogram of the time to delivery (bins of TTD_EDGES) so percentiles can be read
-back. Outcome is the messages' status now; a message counts in the bucket of its creation time.
+back (one integer column per bin, so the database sums them). Outcome is the messages' status now; a message counts in the bucket of its creation time.
 
 Upkeep: refresh_rollups() runs every minute. It asks the index ix_sms_updated which (company, hour)
 buckets have rows updated since its last run, and re-aggregates the whole local days around them from
@@ -26,6 +26,9 @@ from mpm.messaging.history import company_zone
 
 # Upper edges (seconds) of the time-to-delivery bins; the last bin holds everything slower.
 TTD_EDGES = (10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 86400)
+# The rollup column of each bin, in the same order (plus the last one, slower than a day).
+TTD_COLUMNS = ("ttd_10s", "ttd_30s", "ttd_1m", "ttd_2m", "ttd_5m", "ttd_10m", "ttd_30m", "ttd_1h", "ttd_3h", "ttd_12h",
+               "ttd_1d", "ttd_more")
 HOURS_KEPT = 48
 # Changes committed up to this long after their updated_at was stamped are still seen by the next run.
 SLACK = timedelta(minutes=5)
@@ -151,7 +154,7 @@ def _replace(company_id: int, zone, first_day: date, last_day: date, now: dateti
         _rollup.c.company_id == company_id, _rollup.c.bucket >= start, _rollup.c.bucket < end))
     rows = [{"company_id": company_id, "grain": grain, "bucket": bucket, "gateway": gateway, "trigger": trigger,
              "outcome": outcome, "reason": reason, "messages": t.messages, "segments": t.segments,
-             "cost": round(t.cost, 6), "ttd_histogram": t.histogram if outcome == st.DELIVERED else None}
+             "cost": round(t.cost, 6), **dict(zip(TTD_COLUMNS, t.histogram))}
             for (grain, bucket, gateway, trigger, outcome, reason), t in totals.items()]
     if rows:
         db.session.execute(insert(_rollup), rows)

@@ -8,7 +8,7 @@ from mpm.extensions import db
 from mpm.messaging import ledger
 from mpm.models import Sms, SmsRollup
 from mpm.models.base import utcnow
-from mpm.rollups import failure_reason, rebuild_rollups, refresh_rollups
+from mpm.rollups import TTD_COLUMNS, failure_reason, rebuild_rollups, refresh_rollups
 
 
 def add_sms(company, *, status="sent", gateway="africastalking", trigger="manual", created=None, delivered_after=None,
@@ -25,7 +25,7 @@ def add_sms(company, *, status="sent", gateway="africastalking", trigger="manual
 def snapshot(company_id=None):
     rows = db.session.scalars(select(SmsRollup)).all()
     return sorted((r.company_id, r.grain, r.bucket.replace(tzinfo=None), r.gateway, r.trigger, r.outcome, r.reason,
-                   r.messages, r.segments, round(r.cost, 4), tuple(r.ttd_histogram or ())) for r in rows)
+                   r.messages, r.segments, round(r.cost, 4), tuple(getattr(r, c) for c in TTD_COLUMNS)) for r in rows)
 
 
 def day_rows(outcome=None, gateway=None):
@@ -57,8 +57,9 @@ def test_minute_job_counts_outcomes_costs_and_time_to_delivery(app_ctx):
     [delivered] = day_rows("delivered")
     assert (delivered.messages, delivered.segments) == (4, 7)
     assert abs(delivered.cost - 3.2) < 1e-9
-    assert delivered.ttd_histogram[2] == 3  # 30–60 s
-    assert delivered.ttd_histogram[6] == 1  # 10–30 min
+    assert delivered.ttd_1m == 3  # 30–60 s
+    assert delivered.ttd_30m == 1  # 10–30 min
+    assert sum(getattr(delivered, c) for c in TTD_COLUMNS) == 4
     [failed] = day_rows("failed")
     assert failed.reason == "AfricasTalking: Failed, reason DeliveryFailure"
     assert [r.outcome for r in day_rows(gateway="textbee")] == ["sent"]

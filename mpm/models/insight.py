@@ -2,7 +2,7 @@
 mpm.rollups. Every chart and figure reads these, never the SMS table."""
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mpm.extensions import db
@@ -28,8 +28,19 @@ class SmsRollup(db.Model):
     messages: Mapped[int] = mapped_column(Integer, default=0)
     segments: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)  # in the provider's stated currency
-    # delivered only: counts of time to delivery per bin of mpm.rollups.TTD_EDGES
-    ttd_histogram: Mapped[list | None] = mapped_column(JSON)
+    # Delivered messages by time to delivery (mpm.rollups.TTD_BINS): under 10 s, 30 s, … 1 day, more.
+    ttd_10s: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_30s: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_1m: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_2m: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_5m: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_10m: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_30m: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_1h: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_3h: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_12h: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_1d: Mapped[int] = mapped_column(Integer, default=0)
+    ttd_more: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class RollupMark(db.Model):
