@@ -36,7 +36,8 @@ class Device:
     last_seen: datetime | None
 
     def quiet(self, now: datetime) -> bool:
-        return self.last_seen is None or now - self.last_seen > DEVICE_QUIET
+        # No time at all in TextBee's answer says nothing either way: no alert on a guess.
+        return self.last_seen is not None and now - self.last_seen > DEVICE_QUIET
 
 
 @dataclass

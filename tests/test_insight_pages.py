@@ -173,3 +173,63 @@ def test_other_companies_alerts_and_figures_stay_apart(logged_in, company):
     refresh_rollups()
     assert figures(logged_in.get("/").get_data(as_text=True))["messages"] == "0"
     assert db.session.query(Sms).count() == 20
+
+
+class RecordingSmtp:
+    """A tiny SMTP server on loopback that keeps every message it is given."""
+
+    def __init__(self):
+        import socketserver
+        import threading
+
+        received = self.received = []
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(b"220 test ESMTP\r\n")
+                data, in_data = [], False
+                for raw in self.rfile:
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if in_data:
+                        if line == ".":
+                            received.append("\n".join(data))
+                            data, in_data = [], False
+                            self.wfile.write(b"250 queued\r\n")
+                        else:
+                            data.append(line)
+                        continue
+                    verb = line[:4].upper()
+                    if verb == "DATA":
+                        in_data = True
+                        self.wfile.write(b"354 go on\r\n")
+                    elif verb == "QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_new_alerts_are_mailed_once_to_the_admins_when_switched_on(app, logged_in, company, admin):
+    smtp = RecordingSmtp()
+    try:
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_STARTTLS=False, SMTP_FROM="mpm@op.test")
+        alerts.watch_alerts()
+        assert smtp.received == []  # off by default
+        token = csrf_token(logged_in, "/alerts/")
+        logged_in.post("/alerts/settings", data={"csrf_token": token, "min_delivery_rate": "80", "email": "on"})
+        db.session.expire_all()  # the request saved it in its own session; a job starts with a fresh one
+        alerts.watch_alerts()
+        alerts.watch_alerts()  # the same alert a minute later: no second e-mail
+        assert len(smtp.received) == 1
+        assert f"To: {admin.email}" in smtp.received[0]
+        assert "No gateway is active" in smtp.received[0]
+    finally:
+        smtp.close()
