@@ -12,7 +12,7 @@ import requests
 from sqlalchemy import func, select
 
 from mpm.extensions import db
-from mpm.gateways import credentials, registry, textbee
+from mpm.gateways import credentials, registry, textbee, textbee_devices
 from mpm.messaging import ratelimit
 from mpm.messaging import status as st
 from mpm.models import GatewaySetting, SmsRollup
@@ -53,6 +53,9 @@ class Health:
     quota: dict[str, tuple[int, int]] = field(default_factory=dict)  # period → (used, limit)
     devices: list[Device] = field(default_factory=list)
     devices_checked_at: datetime | None = None
+    registered: list[str] = field(default_factory=list)  # the company's phones, in sending preference
+    sending_device: str | None = None  # the phone the next message goes through
+    resting: dict[str, str] = field(default_factory=dict)  # phone → the error it rests after
 
     @property
     def error_rate(self) -> float | None:
@@ -107,6 +110,10 @@ def gateway_health(company_id: int, key: str, now: datetime | None = None) -> He
     if key == "textbee":
         health.quota = textbee_quota(company_id, now)
         health.devices, health.devices_checked_at = known_devices(company_id)
+        health.registered = registered_device_ids(company_id)
+        order = textbee_devices.sending_order(health.registered, now)
+        health.sending_device = order[0] if order else None
+        health.resting = {d: r for d in health.registered if (r := textbee_devices.resting(d))}
     return health
 
 
@@ -154,6 +161,8 @@ def poll_textbee_devices(company_id: int, now: datetime | None = None) -> list[D
         log.info("TextBee device list unavailable for company %s", company_id)
         return None
     devices = [_device(item) for item in items if isinstance(item, dict)]
+    for device in devices:  # what the sending side reads to pick a phone
+        textbee_devices.record_seen(device.device_id, device.enabled, device.last_seen)
     record = {"checked_at": now.isoformat(),
               "devices": [{"id": d.device_id, "name": d.name, "enabled": d.enabled,
                            "last_seen": d.last_seen.isoformat() if d.last_seen else None} for d in devices]}
@@ -177,7 +186,6 @@ def registered_device_ids(company_id: int) -> list[str]:
     if setting is None or not setting.credentials_encrypted:
         return []
     try:
-        device_id = registry.config_for(setting).credentials.get("device_id", "")
+        return textbee_devices.device_ids(registry.config_for(setting).credentials)
     except credentials.UnreadableCredentials:
         return []
-    return [device_id] if device_id else []

@@ -64,7 +64,9 @@ FIELDS: dict[str, tuple[Field, ...]] = {
     ),
     "textbee": (
         Field("api_key", "API key", secret=True, required=True, help="textbee.dev dashboard → API Settings."),
-        Field("device_id", "Device ID", required=True, help="The id of the Android phone registered in TextBee."),
+        Field("device_id", "Device ID", required=True,
+              help="The id of the Android phone registered in TextBee. Backup phones: add their ids after it, "
+                   "separated by commas; the first phone that is enabled and was seen in the last 15 minutes sends."),
         Field("webhook_secret", "Webhook signing secret", secret=True,
               help="The signing secret of the webhook you create in TextBee; without it delivery reports are refused."),
         Field("daily_quota", "Daily quota (messages)", kind="int", default=50, help="Your TextBee plan's daily limit."),
