@@ -113,3 +113,41 @@ def test_rebuild_command(app):
     assert "Rebuilt 2 rollup rows" in result.output  # its day and its hour
     with app.app_context():
         assert sum(r.messages for r in day_rows()) == 1
+
+
+def test_a_refresh_killed_before_its_commit_is_redone_by_the_next(app_ctx, monkeypatch):
+    import mpm.rollups as rollups
+
+    company = make_company()
+    add_sms(company, status="sent")
+    refresh_rollups()
+    sms = add_sms(company, status="sent")
+    ledger.move(company.id, [sms.id], "delivered", "report")
+    db.session.commit()
+
+    def killed(moment):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(rollups, "_set_mark", killed)
+    try:
+        refresh_rollups()
+    except SystemExit:
+        db.session.rollback()  # what the database does with the transaction of a killed process
+    monkeypatch.undo()
+    assert [r.outcome for r in day_rows()] == ["sent"]  # nothing half-written
+    refresh_rollups()
+    assert sorted((r.outcome, r.messages) for r in day_rows()) == [("delivered", 1), ("sent", 1)]
+
+
+def test_a_report_committed_late_with_an_older_timestamp_is_still_counted(app_ctx):
+    """updated_at is stamped before the commit: a transaction that commits after a refresh started
+    is still within the next refresh's look-back (SLACK)."""
+    company = make_company()
+    sms = add_sms(company, status="sent")
+    refresh_rollups()
+    # A report stamped two minutes ago, committed only now.
+    db.session.execute(update(Sms).where(Sms.id == sms.id).values(status="delivered",
+                                                                  updated_at=utcnow() - timedelta(minutes=2)))
+    db.session.commit()
+    refresh_rollups()
+    assert [(r.outcome, r.messages) for r in day_rows()] == [("delivered", 1)]
