@@ -233,3 +233,13 @@ def test_new_alerts_are_mailed_once_to_the_admins_when_switched_on(app, logged_i
         assert "No gateway is active" in smtp.received[0]
     finally:
         smtp.close()
+
+
+def test_plugin_overview_presets_swap_only_its_charts(logged_in, company):
+    broadcast_day(company, gateway="textbee")
+    broadcast_day(company, delivered=5, failed=0)
+    refresh_rollups()
+    fragment = logged_in.get("/plugins/textbee/?range=48h", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "<html" not in fragment and 'data-range="48h"' in fragment
+    assert figures(fragment)["messages"] == "20"  # TextBee's only
+    assert "/plugins/textbee/?range=7d" in fragment
