@@ -205,6 +205,7 @@ def main() -> None:
             "SELECT reason FROM sms_rollup WHERE company_id = :c AND grain = 'day' AND outcome = 'failed' "
             "GROUP BY reason ORDER BY sum(messages) DESC"), {"c": company_id}).scalars().all()[:2]
     pages = [
+        ("baseline: a page without figures", "/coming-soon/x"),
         ("dashboard, 30 days", "/?range=30d"),
         ("dashboard, 90 days", "/?range=90d"),
         ("dashboard, 48 hours", "/?range=48h"),
@@ -217,9 +218,9 @@ def main() -> None:
     worst = 0.0
     for label, path in pages:
         ms = timed(client, path, args.runs)
-        worst = max(worst, ms)
+        worst = max(worst, ms) if path != "/coming-soon/x" else worst
         print(f"  {label:<36}{ms:>8.1f}")
-    print(f"slowest: {worst:.1f} ms (aim: under 50 ms)")
+    print(f"slowest: {worst:.1f} ms (aim: under 50 ms; compare with the baseline on a loaded machine)")
 
     with app.app_context():
         print(f"\nupkeep: {args.reports:,} messages sent and reported, then the minute job")
