@@ -143,6 +143,17 @@ def register_template_helpers(app: Flask) -> None:
         if current_user.is_authenticated else []
     app.jinja_env.globals["company_zone_label"] = lambda: company_time.zone_label(utcnow(), current_company_zone())
     app.context_processor(navigation.sidebar_context)
+    register_insight_helpers(app)
+
+
+def register_insight_helpers(app: Flask) -> None:
+    """Charts, durations and the alert banner of every page."""
+    from mpm import alerts, charts, dashboard
+
+    app.jinja_env.filters["duration"] = dashboard.duration_text
+    app.jinja_env.filters["delivery_chart"] = lambda view, chart_id, title: charts.delivery_chart(view.points, chart_id, title)
+    app.jinja_env.globals["share_bar"] = charts.share_bar
+    app.context_processor(alerts.banner_context)
 
 
 def current_company_zone():

@@ -44,6 +44,21 @@ def register_commands(app: Flask) -> None:
             raise click.ClickException(str(exc)) from None
         click.echo(f"Link for {issued.user.email} (works once, for 24 hours):\n{issued.url}")
 
+    @app.cli.group("rollups")
+    def rollups_group():
+        """Delivery rollups behind the dashboard's charts."""
+
+    @rollups_group.command("rebuild")
+    def rollups_rebuild_command():
+        """Recompute every rollup from the raw SMS rows."""
+        from mpm.rollups import rebuild_rollups
+
+        try:
+            done = rebuild_rollups()
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Rebuilt {done['rows']} rollup rows over {done['days']} days of {done['companies']} companies.")
+
     @app.cli.command("worker")
     @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
     def worker_command(burst):

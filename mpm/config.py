@@ -61,7 +61,7 @@ def from_environment() -> dict:
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),
         "RATELIMIT_STORAGE_URI": os.environ.get("MPM_RATELIMIT_STORAGE_URI", "memory://"),
-        # E-mail for set-password links; off (links are only shown to the admin) while SMTP_HOST is empty.
+        # E-mail (set-password links, alerts to admins); off while SMTP_HOST is empty.
         "SMTP_HOST": os.environ.get("MPM_SMTP_HOST", ""),
         "SMTP_PORT": _int("MPM_SMTP_PORT", 587),
         "SMTP_SECURITY": os.environ.get("MPM_SMTP_SECURITY", "starttls"),  # starttls / ssl / none

@@ -168,3 +168,34 @@ def sweep() -> dict:
 
 def enqueue_sweep() -> None:
     queue(HIGH).enqueue(sweep, job_timeout=300)
+
+
+def write_reports() -> int:
+    """RQ job: apply queued delivery reports in batches (mpm.messaging.delivery)."""
+    from mpm.messaging.delivery import write_reports as write
+
+    return write()
+
+
+def enqueue_report_writer() -> None:
+    queue(HIGH).enqueue(write_reports, result_ttl=0, failure_ttl=3600)
+
+
+def refresh_rollups() -> dict:
+    """RQ job: re-aggregate the delivery rollups of the buckets changed since the last run."""
+    from mpm.rollups import refresh_rollups as refresh
+
+    return refresh()
+
+
+def watch_alerts():
+    """RQ job: work out the alerts of every company (banner cache, device polls, e-mails)."""
+    from mpm.alerts import watch_alerts as watch
+
+    return watch()
+
+
+def enqueue_minute_jobs() -> None:
+    """With each sweep: the rollups behind the charts and the alerts."""
+    for job in (refresh_rollups, watch_alerts):
+        queue(HIGH).enqueue(job, job_timeout=600)

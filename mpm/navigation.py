@@ -5,6 +5,7 @@ from flask_login import current_user
 # (label, endpoint, url values)
 SIDEBAR = [
     ("Dashboard", "main.dashboard", {}),
+    ("Alerts", "alerts.index", {}),
     ("Customers", "customers.index", {}),
     ("SMS history", "sms.history", {}),
     ("New message", "sms.new_message", {}),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mpm import credentials as vault
 from mpm.audit import audit
@@ -444,27 +444,15 @@ def worth_polling(sms: Sms, minutes: int = 5) -> bool:
 class Overview:
     plugin: PluginState
     role: str
-    sent: int
-    delivered: int
-    failed: int
-    awaiting: int
     callback_urls: list[tuple[str, str]]
     selection: Selection
 
 
-def overview(company_id: int, key: str, days: int = 7) -> Overview:
+def overview(company_id: int, key: str) -> Overview:
+    """State, role and callback URLs of one gateway (its delivery figures: mpm.dashboard, from the rollups)."""
     check_key(key)
     chosen = selection(company_id)
-    since = utcnow() - timedelta(days=days)
-    counts = dict(db.session.execute(
-        select(Sms.status, func.count())
-        .where(Sms.company_id == company_id, Sms.direction == "outbound", Sms.gateway == key, Sms.created_at >= since)
-        .group_by(Sms.status)
-    ).all())
     return Overview(
         plugin=chosen.state_of(key), role=chosen.role_of(key), selection=chosen,
-        sent=sum(counts.get(s, 0) for s in (status.SENT, status.DELIVERED, status.FAILED)),
-        delivered=counts.get(status.DELIVERED, 0), failed=counts.get(status.FAILED, 0),
-        awaiting=counts.get(status.SENT, 0),
         callback_urls=list(callback_urls(company_id).get(key, [])),
     )

@@ -33,6 +33,7 @@ import struct
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 
 import socket
@@ -391,7 +392,10 @@ def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flas
         failure = trouble("textbee")
         if failure is not None:
             return failure
-        return jsonify({"data": [{"_id": DEVICE_ID, "enabled": True, "brand": "Simulated", "model": "Phone"}]})
+        # A phone that is on and online: TextBee stamps each device's last contact.
+        seen = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return jsonify({"data": [{"_id": DEVICE_ID, "enabled": True, "brand": "Simulated", "model": "Phone",
+                                  "lastHeartbeat": seen, "updatedAt": seen}]})
 
     @app.post("/api/v1/gateway/devices/<device_id>/send-sms")
     @app.post("/api/v1/gateway/devices/<device_id>/sendSMS")

@@ -5,7 +5,7 @@ import threading
 from flask import Flask
 from rq import SimpleWorker
 
-from mpm.jobs import enqueue_sweep
+from mpm.jobs import enqueue_minute_jobs, enqueue_sweep
 from mpm.queue import LANES, AppContextJob, queue, redis_connection, use_app_for_jobs
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ def enqueue_sweep_once_per_interval(app: Flask) -> bool:
         every = app.config["SMS_SWEEP_SECONDS"]
         if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=max(every - 1, 1)):
             enqueue_sweep()
+            enqueue_minute_jobs()
             return True
     return False
 

@@ -1,5 +1,6 @@
 """HTTP only: each blueprint parses input, calls one domain function, renders."""
 from mpm.blueprints.account import bp as account
+from mpm.blueprints.alerts import bp as alerts
 from mpm.blueprints.api import bp as api
 from mpm.blueprints.auth import bp as auth
 from mpm.blueprints.broadcasts import bp as broadcasts
@@ -15,7 +16,7 @@ from mpm.blueprints.staff import bp as staff
 from mpm.blueprints.transactions import bp as transactions
 
 ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms,
-                 staff, account]
+                 staff, account, alerts]
 
 
 def all_blueprints() -> list:

@@ -3,7 +3,8 @@
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from mpm import plugins
+from mpm import dashboard as figures
+from mpm import gateway_health, plugins
 from mpm.messaging.send import SmsRefused
 from mpm.phones import InvalidPhoneNumber
 from mpm.web import admin_required, company_id, is_htmx, page_or_fragment
@@ -49,8 +50,14 @@ def toggle(gateway: str):
 @admin_required
 def overview(gateway: str):
     key = _known(gateway)
-    return render_template("plugins/overview.html", view=plugins.overview(company_id(), key),
-                           audit=plugins.recent_audit(company_id(), key=key, limit=10), audit_text=plugins.AUDIT_TEXT)
+    insight = figures.delivery_insight(company_id(), request.args.get("range"), gateway=key)
+    context = {"view": insight, "endpoint": "plugins.overview", "url_values": {"gateway": key}}
+    if is_htmx():  # a date-range preset: only the charts
+        return page_or_fragment("plugins/overview.html", "insight/_insight.html", **context)
+    return render_template("plugins/overview.html", overview=plugins.overview(company_id(), key),
+                           health=gateway_health.gateway_health(company_id(), key),
+                           audit=plugins.recent_audit(company_id(), key=key, limit=10), audit_text=plugins.AUDIT_TEXT,
+                           **context)
 
 
 def _settings_page(key: str, form, connection=None, test_sms=None, sms_error: str = "", typed_number: str = "",

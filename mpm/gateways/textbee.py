@@ -1,6 +1,7 @@
 """TextBee: SMS sent by an Android phone running the TextBee app, through textbee.dev's API.
 
-Credentials (encrypted): `api_key`, `device_id` (the phone's id in TextBee), `webhook_secret`
+Credentials (encrypted): `api_key`, `device_id` (the phone's id in TextBee; several, comma-separated,
+for backup phones: mpm.gateways.textbee_devices picks the one that sends), `webhook_secret`
 (the signing secret of the webhook subscription; webhooks are refused without it).
 Options: `daily_quota` (default 50) and `monthly_quota` (default 300), the TextBee plan's limits,
 counted here per company: once spent the gateway counts as unavailable and sending falls back;
@@ -18,6 +19,7 @@ from typing import Annotated
 import requests
 from pydantic import Field, StringConstraints
 
+from mpm.gateways import textbee_devices
 from mpm.gateways.base import (ACCEPTED, MAYBE_SENT, NOT_SENT, MAX_INCOMING_CHARS, REJECTED, SEND_RATE_FIELD, CallbackRefused,
                                CallbackRequest, CallbackResult, CallbackRoute, CredentialCheck, DeliveryReport,
                                GatewayConfig, GatewayDefaults, IncomingMessage, OutboundMessage, SendResult, failure_detail, request_failure,
@@ -31,6 +33,7 @@ DEFAULT_MONTHLY_QUOTA = 300
 EVENT_STATUSES = {"MESSAGE_SENT": "sent", "MESSAGE_DELIVERED": "delivered", "MESSAGE_FAILED": "failed"}
 
 _http = requests.Session()
+NOT_THIS_DEVICE = "Device does not exist or is not enabled"  # TextBee's 400 for a phone it will not use
 
 
 Short = Annotated[str, StringConstraints(max_length=200)]
@@ -84,7 +87,27 @@ class TextBeeGateway(GatewayDefaults):
         return send_one_by_one(messages, lambda message: self._send_one(message, config))
 
     def _send_one(self, message: OutboundMessage, config: GatewayConfig) -> tuple[SendResult, bool]:
-        device = config.credentials.get("device_id", "")
+        """Through the first usable phone (mpm.gateways.textbee_devices). A phone TextBee calls
+        missing or disabled certainly did not take the message: the next one is tried at once. Any
+        other error rests the phone (the next round uses the next one) and is answered as it is, as a
+        timed-out phone may still send it."""
+        ids = textbee_devices.device_ids(config.credentials)
+        if len(ids) <= 1:  # one phone: nothing to choose, nothing to remember
+            return self._send_via(ids[0] if ids else "", message, config)
+        devices = textbee_devices.sending_order(ids)
+        for position, device in enumerate(devices):
+            result, retry = self._send_via(device, message, config)
+            if result.outcome == ACCEPTED:
+                textbee_devices.mark_working(device)
+                return result, retry
+            if result.outcome in (NOT_SENT, MAYBE_SENT):
+                textbee_devices.mark_failing(device, result.detail)
+                if NOT_THIS_DEVICE in result.detail and position + 1 < len(devices):
+                    continue
+            return result, retry
+        return result, retry
+
+    def _send_via(self, device: str, message: OutboundMessage, config: GatewayConfig) -> tuple[SendResult, bool]:
         url = f"{self.base_url(config)}/gateway/devices/{device}/send-sms"
         try:
             response = _http.post(url, json={"recipients": [message.number], "message": message.body},
@@ -112,7 +135,8 @@ class TextBeeGateway(GatewayDefaults):
         return SendResult(message.sms_id, ACCEPTED, provider_message_id=batch_id, detail=f"TextBee: {said}"), False
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
-        device_id = config.credentials.get("device_id", "").strip()
+        ids = textbee_devices.device_ids(config.credentials)
+        device_id = ids[0] if ids else ""
         if not config.credentials.get("api_key") or not device_id:
             return CredentialCheck(False, "Enter the API key and the device id shown in your TextBee dashboard.")
         try:
@@ -129,18 +153,21 @@ class TextBeeGateway(GatewayDefaults):
             devices = response.json()["data"]
         except (ValueError, KeyError, TypeError):
             return CredentialCheck(False, f"TextBee answered HTTP {response.status_code} with something unexpected.")
-        device = next((d for d in devices if str(d.get("_id")) == device_id), None)
-        if device is None:
-            known = ", ".join(str(d.get("_id")) for d in devices) or "none"
-            return CredentialCheck(False, f"The API key works, but no device {device_id} is registered on this "
+        listed = {str(d.get("_id")) for d in devices if isinstance(d, dict)}
+        missing = next((i for i in ids if i not in listed), None)
+        if missing is not None:
+            known = ", ".join(sorted(listed)) or "none"
+            return CredentialCheck(False, f"The API key works, but no device {missing} is registered on this "
                                           f"TextBee account (devices: {known}).")
+        device = next(d for d in devices if isinstance(d, dict) and str(d.get("_id")) == device_id)
         name = " ".join(str(device.get(k)) for k in ("brand", "model") if device.get(k)) or device_id
         if device.get("enabled") is False:
             return CredentialCheck(False, f"The device {name} is disabled in TextBee: enable it in the TextBee app.")
         if not config.credentials.get("webhook_secret"):
             return CredentialCheck(True, f"Connected to TextBee device {name}. Add the webhook signing secret "
                                          "to receive delivery reports.")
-        return CredentialCheck(True, f"Connected to TextBee device {name}.")
+        backups = f" ({len(ids) - 1} more as backup)" if len(ids) > 1 else ""
+        return CredentialCheck(True, f"Connected to TextBee device {name}{backups}.")
 
     def parse_callback(self, kind: str, request: CallbackRequest, config: GatewayConfig | None) -> list[CallbackResult]:
         secret = (config.credentials.get("webhook_secret") if config else "") or ""

@@ -26,14 +26,14 @@ from redis.exceptions import ResponseError
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from mpm import leases
 from mpm.extensions import db
 from mpm.gateways.base import DeliveryReport
 from mpm.messaging import ledger
 from mpm.messaging import status as st
 from mpm.models import GatewaySetting, ParkedReport, Person, Sms
 from mpm.models.base import utcnow
-from mpm.queue import HIGH, queue, redis_connection
+from mpm import jobs, leases
+from mpm.queue import redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ GROUP = "writers"
 # backlog: the compare-and-set keeps the status right; only the "ignored" events would be doubled.
 CONSUMER = "writer"
 WRITER_LEASE = "report-writer"
-WRITER_JOB = "mpm.messaging.delivery.write_reports"
 PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored that parked reports may wait for
 BATCH = 1000
 LEASE_SECONDS = 15
@@ -103,7 +102,7 @@ def ensure_report_writer() -> bool:
 
 
 def _enqueue_writer() -> None:
-    queue(HIGH).enqueue(WRITER_JOB, result_ttl=0, failure_ttl=3600)
+    jobs.enqueue_report_writer()
 
 
 def apply_parked_reports(company_id: int, gateway: str) -> None:

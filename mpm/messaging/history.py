@@ -89,6 +89,7 @@ class HistoryFilter:
     date_to: date | None = None
     q: str = ""
     person_id: int | None = None
+    reason: str = ""  # failure reason from the dashboard: messages whose error starts with it
     # Position: older than `after`, newer than `before`, or the oldest page; none of them = newest page.
     after: str = ""
     before: str = ""
@@ -109,6 +110,7 @@ class HistoryFilter:
             date_to=_parse_date(args.get("to")),
             q=(args.get("q") or "").strip()[:100],
             person_id=args.get("person", type=int),
+            reason=(args.get("reason") or "").strip()[:160],
             after=args.get("after", "") if decode_cursor(args.get("after")) else "",
             before=args.get("before", "") if decode_cursor(args.get("before")) else "",
             oldest=args.get("oldest") == "1",
@@ -125,6 +127,7 @@ class HistoryFilter:
             "to": self.date_to.isoformat() if self.date_to else None,
             "q": self.q or None,
             "person": self.person_id,
+            "reason": self.reason or None,
         }
         values.update(overrides)
         return {k: v for k, v in values.items() if v is not None}
@@ -206,6 +209,8 @@ def _filtered(company_id: int, flt: HistoryFilter):
         stmt = stmt.where(Sms.trigger == flt.trigger)
     if flt.person_id:
         stmt = stmt.where(Sms.person_id == flt.person_id)
+    if flt.reason:
+        stmt = stmt.where(Sms.error.startswith(flt.reason, autoescape=True))
     # Dates are days in the company's time zone: from its first to the end of its last moment.
     if flt.date_from:
         stmt = stmt.where(Sms.created_at >= datetime.combine(flt.date_from, time(), zone).astimezone(timezone.utc))

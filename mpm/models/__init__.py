@@ -7,9 +7,10 @@ from mpm.models.sms import ParkedReport, Sms, SmsEvent
 from mpm.models.transactions import Transaction
 from mpm.models.maintenance import MaintenanceTicket, TicketComment
 from mpm.models.templates import SmsTemplate
+from mpm.models.insight import RollupMark, SmsRollup
 
 __all__ = [
     "ApiToken", "AuditEntry", "Broadcast", "Company", "CustomerGroup", "CustomerType",
     "GatewaySetting", "MiniGrid", "ParkedReport", "PasswordLink", "Person", "PhoneNumber", "Sms", "SmsEvent", "User",
-    "Transaction", "MaintenanceTicket", "TicketComment", "SmsTemplate",
+    "Transaction", "MaintenanceTicket", "TicketComment", "SmsTemplate", "RollupMark", "SmsRollup",
 ]

@@ -26,6 +26,8 @@ class Sms(TenantMixin, db.Model):
         Index("ix_sms_due", "status", "next_attempt_at"),
         # A send job takes the due queued rows of one company and lane in id order.
         Index("ix_sms_lane_queue", "company_id", "lane", "status", "id"),
+        # Rollups: "which buckets changed since the last run" reads only this index.
+        Index("ix_sms_updated", "updated_at", "company_id", "created_at"),
         # Same trigger object never produces two messages (e.g. a transaction posted twice).
         UniqueConstraint("company_id", "dedupe_key"),
     )
