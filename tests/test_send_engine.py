@@ -178,12 +178,13 @@ def test_a_person_waiting_is_served_within_seconds_while_a_paced_broadcast_keeps
 
 def test_a_small_send_of_another_company_is_not_stuck_behind_a_big_broadcast(app, company, simulator):
     other = make_company("Kisiwa Power")
-    enable_simulated_gateway(company, simulator, "textbee", {"send_rate": 20})
-    enable_simulated_gateway(other, simulator, "textbee", {"send_rate": 20})
+    plan = {"send_rate": 20, "daily_quota": 1000, "monthly_quota": 1000}
+    enable_simulated_gateway(company, simulator, "textbee", plan)
+    enable_simulated_gateway(other, simulator, "textbee", plan)
     queue_messages(company.id, _numbers("+2547110", 120), "Big broadcast", lane=BULK)
     queue_messages(other.id, _numbers("+2547220", 10), "Small broadcast", lane=BULK)
 
-    run_jobs(app, until=lambda: _statuses(other.id) == {"sent": 10})
+    run_jobs(app, until=lambda: _statuses(other.id) == {"sent": 10} and _statuses(company.id) == {"sent": 120})
 
     received = simulator.received("textbee")
     big = sorted(r["at"] for r in received if r["number"].startswith("+2547110"))
