@@ -40,7 +40,7 @@ def from_environment() -> dict:
         "GATEWAY_TIMEOUT_SECONDS": float(os.environ.get("MPM_GATEWAY_TIMEOUT", "10")),
         # How often a worker runs the sweep, and how long a broadcast's fan-out lease lasts without
         # renewal: together they bound how soon a fan-out killed with its worker goes on.
-        "SWEEP_EVERY_SECONDS": _int("MPM_SWEEP_EVERY_SECONDS", 60),
+        "SMS_SWEEP_SECONDS": _int("MPM_SMS_SWEEP_SECONDS", 60),
         "FANOUT_LEASE_SECONDS": _int("MPM_FANOUT_LEASE_SECONDS", 45),
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),

@@ -15,7 +15,7 @@ SWEEP_LOCK = "mpm:sweep:enqueued"
 
 
 def sweep_interval(app: Flask) -> int:
-    return int(app.config.get("SWEEP_EVERY_SECONDS") or SWEEP_EVERY_SECONDS)
+    return int(app.config.get("SMS_SWEEP_SECONDS") or SWEEP_EVERY_SECONDS)
 
 
 def enqueue_sweep_once_per_interval(app: Flask) -> bool:

@@ -80,7 +80,7 @@ def copies_per_number(received: list[dict], marker: str) -> Counter:
 
 class WorkerPool:
     """Worker processes on the test's database and Redis. `settings` are extra environment
-    variables (MPM_SWEEP_EVERY_SECONDS, MPM_BROADCAST_CHUNK_SIZE, ...)."""
+    variables (MPM_SMS_SWEEP_SECONDS, MPM_BROADCAST_CHUNK_SIZE, ...)."""
 
     def __init__(self, database_url: str, redis_url: str, secret_key: str, logs: Path, settings: dict | None = None):
         self.logs = logs
@@ -132,8 +132,8 @@ class WorkerPool:
         self.running.clear()
 
 
-def worker_running(connection, pool: WorkerPool, func_name: str):
-    """The pool's worker process whose current job is `func_name`, or None."""
+def worker_running(connection, pool: WorkerPool, func_names: tuple[str, ...]):
+    """The pool's worker process whose current job is one of `func_names`, or None."""
     from rq import Worker
 
     for worker in Worker.all(connection=connection):
@@ -141,14 +141,14 @@ def worker_running(connection, pool: WorkerPool, func_name: str):
         if proc is None:
             continue
         job = worker.get_current_job()
-        if job is not None and job.func_name == func_name:
+        if job is not None and job.func_name in func_names:
             return proc
     return None
 
 
 # --- a broadcast scenario with kills, for the tests and the bench -----------------------------------
 
-FANOUT_JOB = "mpm.broadcasts.fanout.run_broadcast"
+FANOUT_JOBS = ("mpm.broadcasts.fanout.run_broadcast", "mpm.jobs.fanout")
 UNIFORM = "Notice U{n}: power will be off on Saturday 08:00-14:00 for maintenance."
 PERSONALISED = "Notice P{n}: Dear [name], power will be off on Saturday 08:00-14:00 for maintenance."
 
@@ -260,11 +260,68 @@ def kill_during(pool: WorkerPool, connection, kills: int, moment: str, still_run
             pool.kill_and_replace(rng.choice(pool.running))
             continue
         while time.monotonic() < deadline and still_running():
-            victim = worker_running(connection, pool, FANOUT_JOB)
+            victim = worker_running(connection, pool, FANOUT_JOBS)
             if victim is not None:
                 time.sleep(rng.uniform(0, 0.01))
-                if worker_running(connection, pool, FANOUT_JOB) is victim:
+                if worker_running(connection, pool, FANOUT_JOBS) is victim:
                     pool.kill_and_replace(victim)
                     break
             time.sleep(0.003)
     return len(pool.kills)
+
+
+SETTLED = ("delivered", "failed", "expired", "cancelled", "unconfirmed")  # final, or waiting visibly for a report
+
+
+def kill_while_sending(app, company_id: int, author_id: int, simulator: SimulatorProcess, pool: WorkerPool,
+                       people: int, kills: int, rng: random.Random, workers: int = 2,
+                       gap: tuple[float, float] = (0.5, 2.5), settle_timeout: float = 300) -> dict:
+    """Two broadcasts to the same `people` customers, one body for all and one per person, sent
+    by `workers` worker processes of which `kills` are SIGKILLed at random moments (each replaced
+    at once). Waits until every message is final or unconfirmed and both broadcasts are done,
+    at most `settle_timeout` seconds after the last kill. Returns the figures of issue 12."""
+    grid = seed_people(company_id, people)
+    enable_africastalking(company_id, simulator)
+    server = serve_callbacks(app, company_id, simulator)
+    bodies = [UNIFORM.format(n=1), PERSONALISED.format(n=2)]
+    try:
+        for _ in range(workers):
+            pool.start()
+        started = time.monotonic()
+        ids = start_broadcasts(company_id, author_id, grid, bodies)
+
+        def unsettled() -> int:
+            counts = status_counts(ids)
+            return sum(n for c in counts.values() for s, n in c.items() if s not in SETTLED)
+
+        def all_settled() -> bool:
+            return unsettled() == 0 and set(broadcast_states(ids).values()) == {"done"}
+
+        from mpm.queue import redis_connection
+
+        made = kill_during(pool, redis_connection(), kills, "random", lambda: not all_settled(), rng, gap=gap,
+                           timeout=settle_timeout)
+        last_kill = pool.kills[-1] if pool.kills else started
+        timed_out = False
+        try:
+            wait_until(all_settled, settle_timeout - (time.monotonic() - last_kill), "every message to settle",
+                       poll=1)
+        except AssertionError:
+            timed_out = True
+        settled_at = time.monotonic()
+    finally:
+        pool.stop()
+        server.shutdown()
+
+    received = simulator.received()
+    counts = status_counts(ids)
+    figures = {"kills": made, "people": people, "timed_out": timed_out, "statuses": counts,
+               "states": broadcast_states(ids), "seconds_to_settle_after_last_kill": round(settled_at - last_kill, 1),
+               "seconds_total": round(settled_at - started, 1)}
+    figures["duplicates"] = sum(max(0, n - 1) for body in bodies
+                                for n in copies_per_number(received, body.split(":")[0]).values())
+    figures["lost"] = sum(n for c in counts.values() for s, n in c.items() if s not in SETTLED) + sum(
+        people - sum(c.values()) for c in counts.values())
+    figures["crash_affected"] = {kind: counts[b].get("failed", 0) + counts[b].get("unconfirmed", 0)
+                                 for kind, b in zip(("uniform", "personalised"), ids)}
+    return figures

@@ -17,7 +17,7 @@ from mpm.queue import redis_connection
 pytestmark = pytest.mark.queue
 
 PEOPLE = 400
-SETTINGS = {"MPM_SWEEP_EVERY_SECONDS": "4", "MPM_FANOUT_LEASE_SECONDS": "4", "MPM_BROADCAST_CHUNK_SIZE": "20"}
+SETTINGS = {"MPM_SMS_SWEEP_SECONDS": "4", "MPM_FANOUT_LEASE_SECONDS": "4", "MPM_BROADCAST_CHUNK_SIZE": "20"}
 
 
 @pytest.fixture
