@@ -113,6 +113,13 @@ class WorkerPool:
     def by_pid(self, pid: int) -> subprocess.Popen | None:
         return next((p for p in self.running if p.pid == pid), None)
 
+    def ready(self, connection) -> list[subprocess.Popen]:
+        """The running workers that finished starting (registered with RQ)."""
+        from rq import Worker
+
+        pids = {w.pid for w in Worker.all(connection=connection)}
+        return [p for p in self.running if p.pid in pids]
+
     def check_alive(self) -> None:
         for proc in self.running:
             if proc.poll() is not None:
@@ -249,23 +256,27 @@ def kill_during(pool: WorkerPool, connection, kills: int, moment: str, still_run
                 gap: tuple[float, float] = (0.5, 3.0), timeout: float = 120) -> int:
     """SIGKILL `kills` times, `gap` seconds (random) apart, each time replacing the worker at once.
     moment="fanout": the next worker seen running a broadcast's fan-out job, a random few ms into
-    it (checked again right before the kill, so a worker that moved on to sending is spared);
-    moment="random": any worker, whatever it does. Stops early when still_running() turns False
+    it (stopped and checked again before the kill, so a worker that moved on to sending is spared);
+    moment="random": any worker that is up, whatever it does. Stops early when still_running() turns False
     (nothing left to kill into); returns how many kills were made."""
     deadline = time.monotonic() + timeout
     while len(pool.kills) < kills and time.monotonic() < deadline and still_running():
         pool.check_alive()
         time.sleep(rng.uniform(*gap))
-        if moment == "random":
-            pool.kill_and_replace(rng.choice(pool.running))
+        if moment == "random":  # any worker that is up: one still importing has nothing to lose
+            up = wait_until(lambda: pool.ready(connection), 60, "a worker to start", poll=0.05)
+            pool.kill_and_replace(rng.choice(up))
             continue
         while time.monotonic() < deadline and still_running():
             victim = worker_running(connection, pool, FANOUT_JOBS)
             if victim is not None:
                 time.sleep(rng.uniform(0, 0.01))
+                # Frozen, it cannot move on to another job between this look and the kill.
+                os.kill(victim.pid, signal.SIGSTOP)
                 if worker_running(connection, pool, FANOUT_JOBS) is victim:
                     pool.kill_and_replace(victim)
                     break
+                os.kill(victim.pid, signal.SIGCONT)
             time.sleep(0.003)
     return len(pool.kills)
 
@@ -275,18 +286,25 @@ SETTLED = ("delivered", "failed", "expired", "cancelled", "unconfirmed")  # fina
 
 def kill_while_sending(app, company_id: int, author_id: int, simulator: SimulatorProcess, pool: WorkerPool,
                        people: int, kills: int, rng: random.Random, workers: int = 2,
-                       gap: tuple[float, float] = (0.5, 2.5), settle_timeout: float = 300) -> dict:
+                       gap: tuple[float, float] = (0.5, 2.5), settle_timeout: float = 300,
+                       answer_delay: float = 0.1) -> dict:
     """Two broadcasts to the same `people` customers, one body for all and one per person, sent
     by `workers` worker processes of which `kills` are SIGKILLed at random moments (each replaced
     at once). Waits until every message is final or unconfirmed and both broadcasts are done,
-    at most `settle_timeout` seconds after the last kill. Returns the figures of issue 12."""
+    at most `settle_timeout` seconds after the last kill. The simulated provider takes
+    `answer_delay` seconds per request (as real ones take hundreds of ms), so kills land inside
+    requests. Returns the figures of issue 12."""
     grid = seed_people(company_id, people)
     enable_africastalking(company_id, simulator)
+    simulator.configure("africastalking", mode="late_accept", answer_delay=answer_delay)
     server = serve_callbacks(app, company_id, simulator)
     bodies = [UNIFORM.format(n=1), PERSONALISED.format(n=2)]
     try:
         for _ in range(workers):
             pool.start()
+        from mpm.queue import redis_connection
+
+        wait_until(lambda: len(pool.ready(redis_connection())) == workers, 60, "the workers to start")
         started = time.monotonic()
         ids = start_broadcasts(company_id, author_id, grid, bodies)
 
@@ -296,8 +314,6 @@ def kill_while_sending(app, company_id: int, author_id: int, simulator: Simulato
 
         def all_settled() -> bool:
             return unsettled() == 0 and set(broadcast_states(ids).values()) == {"done"}
-
-        from mpm.queue import redis_connection
 
         made = kill_during(pool, redis_connection(), kills, "random", lambda: not all_settled(), rng, gap=gap,
                            timeout=settle_timeout)
