@@ -216,8 +216,8 @@ def main() -> int:
             total = time.perf_counter() - started
             time.sleep(1)
             rss.stop = True
-            fan_seconds, fan_jobs = job_seconds(queue(BULK), "mpm.broadcasts.fanout.run_broadcast")
-            send_seconds, send_jobs = job_seconds(queue(BULK), "mpm.messaging.dispatch.send_batch")
+            fan_seconds, fan_jobs = job_seconds(queue(BULK), "mpm.jobs.fanout")
+            send_seconds, send_jobs = job_seconds(queue(BULK), "mpm.jobs.send")
             from rq.registry import FailedJobRegistry
 
             failed = FailedJobRegistry(queue=queue(BULK))
@@ -246,7 +246,7 @@ def main() -> int:
         print(f"expansion: {fan_jobs} fan-out jobs, {fan_seconds:.1f}s inside them -> "
               f"{args.people / fan_seconds:,.0f} recipients/s" if fan_seconds else "expansion: no job data")
         print(f"sending: all {out} out in {total:.1f}s -> {rate:,.0f} recipients/s "
-              f"({send_jobs} send_batch jobs, {send_seconds:.1f}s inside them)")
+              f"({send_jobs} send jobs, {send_seconds:.1f}s inside them)")
         print(f"simulator raw rate: {raw:,.0f} messages/s -> sending reaches {100 * rate / raw:.0f}% of it")
         print(f"worker peak RSS: {rss.peak_worker / mb:.0f} MB (the process that runs the jobs); largest child "
               f"(RQ scheduler) {rss.peak_child / mb:.0f} MB; worker and children together {rss.peak_tree / mb:.0f} MB")

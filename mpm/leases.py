@@ -30,3 +30,11 @@ def holder(name: str) -> str | None:
 
 def release(name: str) -> None:
     redis_connection().delete(_PREFIX + name)
+
+
+_RELEASE_IF = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def release_if_holder(name: str, holder: str) -> bool:
+    """Release only a lease this holder still has (not one another took after it expired)."""
+    return bool(redis_connection().eval(_RELEASE_IF, 1, _PREFIX + name, holder))

@@ -18,7 +18,7 @@ from mpm.gateways import credentials as vault
 from mpm.gateways import registry
 from mpm.gateways.base import CredentialCheck, GatewayConfig
 from mpm.gateways.catalog import GATEWAY_LABELS, PRIORITY
-from mpm.messaging import status
+from mpm.messaging import circuit, status
 from mpm.messaging.send import NO_ACTIVE_PROVIDER, Recipient, queue_messages
 from mpm.models import AuditEntry, Company, GatewaySetting, Sms
 from mpm.models.base import utcnow
@@ -111,6 +111,12 @@ class PluginState:
     validation_message: str = ""
     validated_at: datetime | None = None
     deprecated: bool = False
+    # Circuit breaker of the send engine (mpm.messaging.circuit): closed / open / probing.
+    circuit: str = "closed"
+    circuit_words: str = "in use"
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    last_success_at: datetime | None = None
 
     @property
     def usable(self) -> bool:
@@ -230,6 +236,9 @@ def _state(key: str, row: GatewaySetting | None) -> PluginState:
         state.configured = bool(row.credentials_encrypted)
         state.validation_message = row.validation_message or ""
         state.validated_at = row.validated_at
+        state.circuit, state.circuit_words = row.circuit_state or "closed", circuit.describe(row)
+        state.last_error, state.last_error_at = row.last_error or "", row.last_error_at
+        state.last_success_at = row.last_success_at
     return state
 
 
@@ -255,6 +264,9 @@ AUDIT_TEXT = {
     "plugin.credentials_rejected": "credentials refused by the provider (not saved)",
     "plugin.connection_tested": "connection tested",
     "plugin.test_sms": "test SMS queued",
+    "plugin.circuit_open": "skipped after repeated sending failures",
+    "plugin.circuit_probing": "tested with one request after the cool-down",
+    "plugin.circuit_closed": "in use again: the gateway answered",
 }
 
 

@@ -1,34 +1,30 @@
-"""The RQ worker process: one app for all jobs, `high` lane before `bulk`, plus the minute sweep."""
+"""The RQ worker process: one app for all jobs, `high` lane before `bulk`, plus the periodic sweep."""
 import logging
 import threading
 
 from flask import Flask
 from rq import SimpleWorker
 
-from mpm.queue import HIGH, LANES, AppContextJob, queue, redis_connection, use_app_for_jobs
+from mpm.jobs import enqueue_sweep
+from mpm.queue import LANES, AppContextJob, queue, redis_connection, use_app_for_jobs
 
 log = logging.getLogger(__name__)
 
-SWEEP_JOB = "mpm.messaging.sweep.sweep_lost_messages"
-SWEEP_EVERY_SECONDS = 60
 SWEEP_LOCK = "mpm:sweep:enqueued"
-
-
-def sweep_interval(app: Flask) -> int:
-    return int(app.config.get("SMS_SWEEP_SECONDS") or SWEEP_EVERY_SECONDS)
 
 
 def enqueue_sweep_once_per_interval(app: Flask) -> bool:
     """However many workers run, the sweep is enqueued once per interval (a Redis lock decides)."""
     with app.app_context():
-        if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=max(1, sweep_interval(app) - 1)):
-            queue(HIGH).enqueue(SWEEP_JOB, job_timeout=300)
+        every = app.config["SMS_SWEEP_SECONDS"]
+        if redis_connection().set(SWEEP_LOCK, "1", nx=True, ex=max(every - 1, 1)):
+            enqueue_sweep()
             return True
     return False
 
 
 def _sweep_timer(app: Flask, stop: threading.Event) -> None:
-    while not stop.wait(sweep_interval(app) / 4):
+    while not stop.wait(app.config["SMS_SWEEP_SECONDS"] / 4):
         try:
             enqueue_sweep_once_per_interval(app)
         except Exception:  # Redis away for a moment: try again next tick

@@ -153,9 +153,13 @@ def logged_in(client, admin):
     return client
 
 
-def run_jobs(app) -> int:
+def run_jobs(app, until=None, timeout: float = 30.0) -> int:
     """Run every queued RQ job with a real worker on the real Redis, until the queues are empty.
-    Returns how many jobs ran (scheduled retries that are not due yet stay scheduled)."""
+    Returns how many jobs ran. Jobs scheduled for later (a send slot, a retry) stay scheduled,
+    unless `until` is given: then scheduled jobs also run as they fall due, until `until()` (called
+    in an app context) is true; AssertionError after `timeout` seconds."""
+    import time
+
     from rq import SimpleWorker
 
     from mpm.queue import LANES, AppContextJob, queue, use_app_for_jobs
@@ -170,9 +174,19 @@ def run_jobs(app) -> int:
     use_app_for_jobs(app)
     with app.app_context():
         queues = [queue(lane) for lane in LANES]
+    deadline = time.monotonic() + timeout
+    while True:
         worker = SimpleWorker(queues, connection=queues[0].connection, job_class=CountedJob)
-    worker.work(burst=True)
-    return CountedJob.performed
+        worker.work(burst=True, with_scheduler=until is not None)
+        if until is None:
+            return CountedJob.performed
+        with app.app_context():
+            done = until()
+            db.session.remove()
+        if done:
+            return CountedJob.performed
+        assert time.monotonic() < deadline, "jobs did not get there in time"
+        time.sleep(0.05)
 
 
 def enable_gateway(company: Company, key: str, credentials: dict | None = None, options: dict | None = None,

@@ -8,7 +8,9 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm.attributes import set_committed_value
 
-from conftest import csrf_token, enable_gateway, login, make_company, make_person, make_user
+from conftest import (csrf_token, enable_gateway, enable_simulated_gateway, login, make_company, make_person, make_user,
+                      run_jobs)
+from mpm import jobs
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import fanout, lifecycle, placeholders, progress, schedule
 from mpm.broadcasts.audience import Audience
@@ -56,8 +58,17 @@ def draft(company, admin, body="Dear [name], power is off on Saturday.", **form_
     return lifecycle.save_draft(company.id, admin.id, BroadcastForm(audience=audience, body=body, **form_fields))
 
 
+FANOUT_JOB = f"{jobs.fanout.__module__}.{jobs.fanout.__name__}"
+SEND_JOB = f"{jobs.send.__module__}.{jobs.send.__name__}"
+
+
 def bulk_job_args(func_name: str) -> list[tuple]:
     return [tuple(job.args) for job in queue(BULK).get_jobs() if job.func_name == func_name]
+
+
+def send_lanes() -> list[tuple]:
+    """(company, lane) of every send job waiting in the bulk queue."""
+    return [args[:2] for args in bulk_job_args(SEND_JOB)]
 
 
 def run_fanout_until_idle(broadcast_id: int, now=None, limit: int = 100) -> None:
@@ -206,15 +217,14 @@ def test_confirm_stores_the_broadcast_and_the_job_creates_the_messages(logged_in
     assert broadcast.state == "sending" and broadcast.recipient_count == 3
     # The request only stored the broadcast: the messages come from the job.
     assert db.session.scalar(select(func.count(Sms.id))) == 0
-    assert bulk_job_args(lifecycle.FANOUT_JOB) == [(broadcast_id,)]
+    assert bulk_job_args(FANOUT_JOB) == [(broadcast_id,)]
     run_fanout_until_idle(broadcast_id)
     rows = db.session.scalars(select(Sms).where(Sms.broadcast_id == broadcast_id).order_by(Sms.person_id)).all()
     assert [r.person_id for r in rows] == [town["amina"], town["baraka"], town["chege"]]
     assert {(r.trigger, r.lane, r.status, r.sender_user_id) for r in rows} == {("broadcast", "bulk", "queued", admin.id)}
     expires = schedule.as_utc(rows[0].expires_at)
     assert expires == schedule.as_utc(broadcast.started_at) + timedelta(hours=6)
-    sent_ids = [i for args in bulk_job_args("mpm.messaging.dispatch.send_batch") for i in args[1]]
-    assert sorted(sent_ids) == sorted(r.id for r in rows)
+    assert send_lanes() == [(company.id, BULK)]  # one send job drains the company's bulk lane
     assert db.session.scalar(select(func.count(SmsEvent.id)).where(SmsEvent.status == "queued")) == 3
 
 
@@ -305,50 +315,62 @@ def test_a_broadcast_past_its_validity_expires_the_rest_instead_of_sending_late(
 # --- the fan-out: chunks, crash, duplicates, pause, resume, cancel ------------------------------
 
 @pytest.fixture
-def crowd(app, company):
-    """25 customers on one mini-grid, chunks of 10."""
+def crowd(app, company, simulator):
+    """25 customers on one mini-grid, chunks of 10, AfricasTalking simulated."""
     app.config["BROADCAST_CHUNK_SIZE"] = 10
     grid = MiniGrid(company_id=company.id, name="Big")
     db.session.add(grid)
     db.session.commit()
     for i in range(25):
         make_person(company, f"P{i:02d}", "Crowd", f"+2547120200{i:02d}", mini_grid_id=grid.id)
-    enable_gateway(company, "africastalking")
+    enable_simulated_gateway(company, simulator)
     admin = make_user(company, email="crowd-author@example.test")
     broadcast = draft(company, admin, audience=Audience(mini_grid_ids=(grid.id,)))
     lifecycle.confirm(company.id, broadcast.id, admin.id)
     return broadcast
 
 
-def enqueued_sms_ids() -> list[int]:
-    return [i for args in bulk_job_args("mpm.messaging.dispatch.send_batch") for i in args[1]]
+def received_numbers(simulator) -> list[str]:
+    return sorted(m["number"] for m in simulator.received("africastalking"))
 
 
-def test_fanout_works_in_chunks_ordered_by_person(crowd):
+def crowd_numbers() -> list[str]:
+    return sorted(f"+2547120200{i:02d}" for i in range(25))
+
+
+def test_fanout_works_in_chunks_ordered_by_person(app, crowd, simulator):
     assert fanout.run_broadcast(crowd.id) == "10 created"
     db.session.refresh(crowd)
     first_ten = db.session.scalars(select(Sms.person_id).where(Sms.broadcast_id == crowd.id).order_by(Sms.person_id)).all()
     assert crowd.expanded_through_person_id == first_ten[-1] and len(first_ten) == 10
-    # The next chunk waits behind this chunk's send batches in the bulk lane.
+    # The next chunk waits behind the send job of the company's bulk lane.
     names = [job.func_name for job in queue(BULK).get_jobs()]
-    assert names[-1] == lifecycle.FANOUT_JOB and names.count("mpm.messaging.dispatch.send_batch") >= 1
+    assert names[-2:] == [SEND_JOB, FANOUT_JOB]
     run_fanout_until_idle(crowd.id)
     assert db.session.scalar(select(func.count(Sms.id)).where(Sms.broadcast_id == crowd.id)) == 25
-    assert sorted(enqueued_sms_ids()) == sorted(db.session.scalars(select(Sms.id)).all())
+    run_jobs(app)
+    assert received_numbers(simulator) == crowd_numbers()
 
 
-def test_a_worker_dying_mid_broadcast_loses_nothing_and_sends_nothing_twice(crowd, monkeypatch):
+def test_a_worker_dying_mid_broadcast_loses_nothing_and_sends_nothing_twice(app, crowd, simulator, monkeypatch):
     fanout.run_broadcast(crowd.id)
-    real_enqueue = fanout.enqueue_batches
+    with app.app_context():
+        queue(BULK).empty()  # the worker's queue went with it
+        jobs.leases.release(jobs.drain_lease(crowd.company_id, BULK))
+    real_enqueue = fanout.enqueue_send
+    handed = {"n": 0}
 
     def die_after_commit(*args, **kwargs):
-        raise SystemExit("worker killed")  # chunk 2 committed, never handed to RQ
+        handed["n"] += 1
+        if handed["n"] == 2:  # chunk 2 committed, never handed to RQ
+            raise SystemExit("worker killed")
+        return real_enqueue(*args, **kwargs)
 
-    monkeypatch.setattr(fanout, "enqueue_batches", die_after_commit)
+    monkeypatch.setattr(fanout, "enqueue_send", die_after_commit)
     with pytest.raises(SystemExit):
         fanout.run_broadcast(crowd.id)
     db.session.rollback()
-    monkeypatch.setattr(fanout, "enqueue_batches", real_enqueue)
+    monkeypatch.setattr(fanout, "enqueue_send", real_enqueue)
 
     real_row = fanout._row
     calls = {"n": 0}
@@ -369,7 +391,8 @@ def test_a_worker_dying_mid_broadcast_loses_nothing_and_sends_nothing_twice(crow
     run_fanout_until_idle(crowd.id)  # the retry
     person_ids = db.session.scalars(select(Sms.person_id).where(Sms.broadcast_id == crowd.id)).all()
     assert len(person_ids) == 25 and len(set(person_ids)) == 25
-    assert sorted(enqueued_sms_ids()) == sorted(db.session.scalars(select(Sms.id)).all())  # each once
+    run_jobs(app)
+    assert received_numbers(simulator) == crowd_numbers()  # each once
 
 
 def test_two_runs_from_the_same_resume_point_insert_the_chunk_once(crowd):
@@ -386,12 +409,12 @@ def test_pause_stops_the_fanout_and_resume_goes_on(crowd, company):
     assert fanout.run_broadcast(crowd.id) == "stopped"
     assert db.session.scalar(select(func.count(Sms.id))) == 10
     lifecycle.resume(company.id, crowd.id, None)
-    assert bulk_job_args(lifecycle.FANOUT_JOB)[-1] == (crowd.id,)
+    assert bulk_job_args(FANOUT_JOB)[-1] == (crowd.id,)
     run_fanout_until_idle(crowd.id)
     assert db.session.scalar(select(func.count(Sms.id))) == 25
 
 
-def test_a_chunk_created_while_pausing_is_not_handed_to_the_queue_until_resumed(crowd, company, monkeypatch):
+def test_a_chunk_created_while_pausing_is_not_sent_until_resumed(app, crowd, company, simulator, monkeypatch):
     real_expand = fanout.expand_chunk
 
     def pause_right_after_insert(broadcast, **kwargs):
@@ -401,11 +424,12 @@ def test_a_chunk_created_while_pausing_is_not_handed_to_the_queue_until_resumed(
 
     monkeypatch.setattr(fanout, "expand_chunk", pause_right_after_insert)
     fanout.run_broadcast(crowd.id)
-    assert enqueued_sms_ids() == []
     monkeypatch.setattr(fanout, "expand_chunk", real_expand)
+    run_jobs(app)
+    assert simulator.received() == []
     lifecycle.resume(company.id, crowd.id, None)
-    fanout.run_broadcast(crowd.id)
-    assert len(enqueued_sms_ids()) == 20
+    run_jobs(app)
+    assert received_numbers(simulator) == crowd_numbers()
 
 
 def test_cancel_stops_what_has_not_been_sent(crowd, company):
@@ -506,8 +530,6 @@ def test_another_companys_broadcast_is_a_plain_404(client, company, town):
 # --- end to end through the real worker, dispatch and the gateway simulator ----------------------
 
 def test_broadcast_goes_out_once_per_person_through_the_worker_and_the_simulator(app, company, town, simulator):
-    from conftest import enable_simulated_gateway, run_jobs
-
     app.config["BROADCAST_CHUNK_SIZE"] = 2
     enable_simulated_gateway(company, simulator)
     admin = make_user(company)
@@ -553,10 +575,10 @@ def test_confirm_page_warns_when_the_start_falls_in_quiet_hours(logged_in, compa
     assert "Schedule for 2099-12-01 22:30" in page
 
 
-def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going_out(company, town):
+def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going_out(app, company, town, simulator):
     from mpm.models import PhoneNumber
 
-    enable_gateway(company, "africastalking")
+    enable_simulated_gateway(company, simulator)
     admin = make_user(company)
     broken = db.session.scalar(select(PhoneNumber).where(PhoneNumber.person_id == town["baraka"]))
     broken.e164 = "0712000002"  # imported before numbers were normalised
@@ -567,12 +589,11 @@ def test_a_stored_number_that_is_not_e164_fails_with_its_reason_instead_of_going
     failed = progress.failures(broadcast)
     assert [(sms.person_id, sms.error, name) for sms, name in failed] == [
         (town["baraka"], "0712000002 is not a valid phone number", "Baraka Mwangi")]
-    assert len(enqueued_sms_ids()) == 2
+    run_jobs(app)
+    assert len(simulator.received()) == 2
 
 
 def test_pause_holds_messages_already_queued_and_resume_sends_each_once(app, company, town, simulator):
-    from conftest import enable_simulated_gateway, run_jobs
-
     app.config["BROADCAST_CHUNK_SIZE"] = 10
     enable_simulated_gateway(company, simulator)
     admin = make_user(company)

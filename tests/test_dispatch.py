@@ -1,5 +1,5 @@
 """Sending through real Redis, a real RQ worker and the gateway simulator: priority, fallback,
-retry with backoff, quota, exactly-once."""
+retry with backoff until the validity ends, quota, pacing, exactly-once."""
 import time
 from datetime import timedelta
 
@@ -8,11 +8,12 @@ import responses
 from sqlalchemy import select
 
 from mpm.extensions import db
+from mpm import jobs
 from mpm.messaging import dispatch, ratelimit
 from mpm.messaging.send import NoActiveSmsProvider, Recipient, queue_messages, recipient_for_person
 from mpm.models import Person, Sms, SmsEvent
 from mpm.models.base import utcnow
-from mpm.queue import BULK, queue
+from mpm.queue import BULK, HIGH, queue
 from tests.conftest import enable_gateway, enable_simulated_gateway, make_person, run_jobs
 
 pytestmark = pytest.mark.queue
@@ -41,8 +42,9 @@ def test_message_goes_out_through_africastalking_with_cost_and_provider_id(app, 
     [received] = simulator.received("africastalking")
     assert received["number"] == "+254712345678" and received["message"] == "Your token is 1234"
     assert sms.provider_message_id == received["id"]
-    kinds = [(e.kind, e.status) for e in _events(sms.id)]
-    assert ("attempt", "sending") in kinds and ("attempt", "sent") in kinds
+    # One event per request and message: the attempt with the provider's answer.
+    assert [(e.kind, e.status, e.gateway) for e in _events(sms.id)] == [
+        ("status", "queued", None), ("attempt", "sent", "africastalking")]
 
 
 def test_one_request_per_distinct_body_to_many_recipients(app, company, simulator):
@@ -109,8 +111,9 @@ def test_viber_only_for_people_with_a_viber_id(app, company, simulator):
     by_person = {s.person_id: s for s in db.session.scalars(select(Sms))}
     assert by_person[with_viber.id].status == "sent" and by_person[with_viber.id].gateway == "viber"
     assert by_person[with_viber.id].provider_message_id == "5741311803571721087"
-    # Sam has no Viber: nothing carried it, so it waits for a retry.
+    # Sam has no Viber: nothing carried it, so it waits for a retry and says so.
     assert by_person[without.id].status == "queued" and by_person[without.id].next_attempt_at is not None
+    assert by_person[without.id].waiting_reason.startswith("gateway down, retrying at ")
 
 
 def test_viber_not_subscribed_falls_back_and_forgets_the_viber_id(app, company, simulator):
@@ -152,37 +155,44 @@ def test_textbee_quota_spent_falls_back_to_the_next_gateway(app, company, simula
         assert ratelimit.quota_used(company.id, "textbee", {"day": 2, "month": 300}) == {"day": 2, "month": 2}
 
 
-def test_gateway_errors_retry_with_backoff_then_fail_with_every_reason(app, company, simulator):
-    app.config.update(SMS_MAX_ATTEMPTS=3, SMS_RETRY_BASE_SECONDS=30)
+def test_gateway_errors_retry_with_backoff_until_the_validity_ends_then_expire_with_every_reason(app, company, simulator):
+    app.config.update(SMS_RETRY_BASE_SECONDS=30)
     enable_simulated_gateway(company, simulator)
     simulator.configure("africastalking", mode="5xx")
     [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Hello")
+    sms = _reload(sms.id)
+    # A single message gets the default validity of 24 hours.
+    assert abs((sms.expires_at.replace(tzinfo=None) - utcnow().replace(tzinfo=None)) - timedelta(hours=24)) < timedelta(minutes=1)
 
     run_jobs(app)
     sms = _reload(sms.id)
     assert sms.status == "queued" and sms.attempts == 1
-    first_due = sms.next_attempt_at
+    assert sms.waiting_reason.startswith("gateway down, retrying at ")
     # The retry is scheduled in RQ for the stored due time.
     with app.app_context():
         assert queue("high").scheduled_job_registry.count == 1
 
-    for expected_delay in (60,):
-        dispatch.send_batch(company.id, [sms.id])  # not due yet: nothing happens
-        assert _reload(sms.id).attempts == 1
-        _make_due(sms.id)
-        dispatch.send_batch(company.id, [sms.id])
-        sms = _reload(sms.id)
-        assert sms.attempts == 2 and sms.status == "queued"
-        gap = (sms.next_attempt_at - utcnow().replace(tzinfo=sms.next_attempt_at.tzinfo)).total_seconds()
-        assert expected_delay - 5 < gap <= expected_delay
-    assert first_due is not None
-
+    jobs.send(company.id, HIGH)  # not due yet: nothing happens
+    assert _reload(sms.id).attempts == 1
     _make_due(sms.id)
-    dispatch.send_batch(company.id, [sms.id])
+    jobs.send(company.id, HIGH)
     sms = _reload(sms.id)
-    assert sms.status == "failed"
-    assert sms.error.count("AfricasTalking answered HTTP 503") == 3
-    assert "gave up after 3 attempts" in sms.error
+    assert sms.attempts == 2 and sms.status == "queued"
+    gap = (sms.next_attempt_at.replace(tzinfo=None) - utcnow().replace(tzinfo=None)).total_seconds()
+    assert 55 < gap <= 60  # doubled
+
+    # No attempt cap: the backoff stops growing at 10 minutes, and only the validity ends the retries.
+    assert dispatch.retry_delay_seconds(40) == 600
+    row = db.session.get(Sms, sms.id)
+    row.expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    _make_due(sms.id)
+    jobs.send(company.id, HIGH)
+    sms = _reload(sms.id)
+    assert sms.status == "expired" and sms.waiting_reason is None
+    assert sms.error.count("AfricasTalking answered HTTP 503") == 2
+    assert "validity period ended" in sms.error
+    assert len(simulator.received()) == 0
 
 
 def _make_due(sms_id: int) -> None:
@@ -194,12 +204,12 @@ def _make_due(sms_id: int) -> None:
 def test_job_run_twice_does_not_resend(app, company, simulator):
     enable_simulated_gateway(company, simulator)
     [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Once only")
-    # The same batch enqueued again, as after a worker crash or a sweep.
+    # The send job enqueued again, as after a worker crash or a sweep.
     with app.app_context():
-        queue("high").enqueue(dispatch.JOB, company.id, [sms.id])
+        queue("high").enqueue(jobs.send, company.id, HIGH, None)
 
     run_jobs(app)
-    dispatch.send_batch(company.id, [sms.id])
+    jobs.send(company.id, HIGH)
 
     assert len(simulator.received()) == 1
     assert _reload(sms.id).status == "sent"
@@ -253,32 +263,33 @@ def test_rate_limited_gateway_is_paced_not_sent_in_one_burst(app, company, simul
     enable_simulated_gateway(company, simulator, "textbee", {"send_rate": 4})
     queue_messages(company.id, [Recipient(number=f"+25471200000{i}") for i in range(8)], "Paced")
 
-    run_jobs(app)
+    run_jobs(app, until=lambda: len(simulator.received("textbee")) == 8)
 
     times = sorted(r["at"] for r in simulator.received("textbee"))
-    assert len(times) == 8
-    # 8 messages at 4/s: the second group of four cannot start before one second after the first.
+    # 8 messages at 4/s: the fifth cannot start before one second after the first.
     assert times[4] - times[0] >= 0.9
 
 
-def test_batch_far_behind_the_send_rate_is_rescheduled_not_slept_through(app, company, simulator, monkeypatch):
-    monkeypatch.setattr(dispatch, "MAX_RATE_WAIT_SECONDS", 0.5)
+def test_work_beyond_a_second_of_send_slots_is_handed_back_to_the_queue_not_slept_through(app, company, simulator):
     enable_simulated_gateway(company, simulator, "textbee", {"send_rate": 2})
-    queue_messages(company.id, [Recipient(number=f"+25471200000{i}") for i in range(4)], "Slowly")
+    queue_messages(company.id, [Recipient(number=f"+25471200000{i}") for i in range(3)], "Slowly")
+    with app.app_context():  # another worker took the next two seconds of this gateway's pace
+        ratelimit.reserve_send_slot(company.id, "textbee", 4, 2.0)
 
-    run_jobs(app)
+    started = time.monotonic()
+    run_jobs(app)  # scheduled jobs stay scheduled
+    took = time.monotonic() - started
 
     db.session.expire_all()
     rows = db.session.scalars(select(Sms).order_by(Sms.id)).all()
-    assert [r.status for r in rows] == ["sent", "sent", "queued", "queued"]
-    assert all(r.attempts == 0 and r.next_attempt_at is not None for r in rows[2:])
+    assert [r.status for r in rows] == ["queued"] * 3
+    assert took < 1.5  # the job did not sleep for the slot
+    assert all(r.attempts == 0 for r in rows)
+    assert rows[0].waiting_reason == "paced at 2/s: about 2 s"
     with app.app_context():
         assert queue("high").scheduled_job_registry.count == 1
-    # Due again once the pace allows the next two (about one second after the first two).
-    time.sleep(1.0)
-    for row in rows[2:]:
-        _make_due(row.id)
-    dispatch.send_batch(company.id, [r.id for r in rows[2:]])
+
+    run_jobs(app, until=lambda: len(simulator.received("textbee")) == 3)
     db.session.expire_all()
-    assert [db.session.get(Sms, r.id).status for r in rows] == ["sent"] * 4
-    assert len(simulator.received("textbee")) == 4
+    assert [db.session.get(Sms, r.id).status for r in rows] == ["sent"] * 3
+    assert time.monotonic() - started >= 1.9

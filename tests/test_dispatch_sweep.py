@@ -1,11 +1,14 @@
-"""The sweep finds messages whose RQ job was lost; the worker enqueues it once per interval."""
+"""The sweep finds work whose job was lost and closes waits that are over; the worker enqueues it
+once per interval."""
 from datetime import timedelta
 
 import pytest
 
 from mpm.extensions import db
 from mpm.messaging.send import Recipient, queue_messages
-from mpm.messaging.sweep import sweep_lost_messages
+from mpm import jobs
+from mpm.messaging import ledger
+from mpm.messaging.sweep import NO_REPORT, sweep
 from mpm.models import Sms
 from mpm.models.base import utcnow
 from mpm.queue import queue, redis_connection
@@ -15,26 +18,27 @@ from tests.conftest import enable_simulated_gateway, run_jobs
 pytestmark = pytest.mark.queue
 
 
-def _lose_jobs(app):
+def _lose_jobs(app, company_id: int):
+    """Redis lost the send jobs (and their leases lapsed)."""
     with app.app_context():
         for lane in ("high", "bulk"):
             queue(lane).empty()
+            redis_connection().delete("mpm:lease:" + jobs.drain_lease(company_id, lane))
 
 
 def test_queued_message_whose_job_was_lost_is_sent_after_the_sweep(app, company, simulator):
     enable_simulated_gateway(company, simulator)
     [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Lost and found")
-    _lose_jobs(app)
+    with app.app_context():
+        queue("high").empty()
     assert run_jobs(app) == 0
 
-    # Not old enough yet: left alone.
-    assert sweep_lost_messages()["requeued"] == 0
-    row = db.session.get(Sms, sms.id)
-    row.created_at = utcnow() - timedelta(minutes=11)
-    db.session.commit()
-    assert sweep_lost_messages()["requeued"] == 1
-    # Just re-enqueued: the next sweep does not enqueue it again.
-    assert sweep_lost_messages()["requeued"] == 0
+    # The lane's lease says a send job is still queued somewhere: left alone until it lapses.
+    assert sweep()["lanes_restarted"] == 0
+    _lose_jobs(app, company.id)
+    assert sweep()["lanes_restarted"] == 1
+    # Just restarted: the next sweep does not start it again.
+    assert sweep()["lanes_restarted"] == 0
 
     assert run_jobs(app) == 1
     db.session.expire_all()
@@ -55,29 +59,67 @@ def test_retry_whose_scheduled_job_was_lost_is_found_by_its_stored_due_time(app,
     db.session.expire_all()
     row = db.session.get(Sms, sms.id)
     assert row.status == "queued" and row.next_attempt_at is not None
-    row.next_attempt_at = utcnow() - timedelta(minutes=11)
+    assert sweep()["lanes_restarted"] == 0  # not due yet
+    row.next_attempt_at = utcnow() - timedelta(seconds=1)
     db.session.commit()
 
-    assert sweep_lost_messages()["requeued"] == 1
+    assert sweep()["lanes_restarted"] == 1
     run_jobs(app)
     db.session.expire_all()
     assert db.session.get(Sms, sms.id).status == "sent"
 
 
-def test_message_stuck_sending_is_failed_not_resent(app, company, simulator):
+def test_message_left_sending_by_a_dead_worker_becomes_unconfirmed_not_resent(app, company, simulator):
     enable_simulated_gateway(company, simulator)
     [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Stuck")
-    _lose_jobs(app)
+    with app.app_context():
+        queue("high").empty()
     row = db.session.get(Sms, sms.id)
     row.status = "sending"
-    row.updated_at = utcnow() - timedelta(minutes=20)
     db.session.commit()
 
-    assert sweep_lost_messages()["failed_stuck"] == 1
+    # Its lane's send job is alive (lease held) and the request is fresh: it is that job's.
+    assert sweep()["unconfirmed_after_crash"] == 0
+    _lose_jobs(app, company.id)
+    assert sweep()["unconfirmed_after_crash"] == 1
     db.session.expire_all()
     row = db.session.get(Sms, sms.id)
-    assert row.status == "failed" and "not sent again" in row.error
+    assert row.status == "unconfirmed" and "may have taken it" in row.error and row.report_due_at is not None
+    run_jobs(app)
     assert simulator.received() == []
+
+
+def test_a_sending_row_older_than_a_request_can_last_is_an_orphan_even_while_its_lane_is_busy(app, company):
+    from tests.conftest import enable_gateway
+
+    enable_gateway(company, "africastalking")
+    [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Orphan")
+    row = db.session.get(Sms, sms.id)
+    row.status = "sending"
+    row.updated_at = utcnow() - timedelta(seconds=jobs.running_lease_seconds() + 1)
+    db.session.commit()
+    with app.app_context():  # a newer send job of the same lane holds the lease
+        assert redis_connection().exists("mpm:lease:" + jobs.drain_lease(company.id, "high"))
+    assert sweep()["unconfirmed_after_crash"] == 1
+
+
+def test_unconfirmed_past_its_report_window_says_so_and_stops_waiting(app, company):
+    from tests.conftest import enable_gateway
+
+    enable_gateway(company, "africastalking")
+    waiting, over = queue_messages(company.id, [Recipient(number="+254712345678"),
+                                                 Recipient(number="+254712345679")], "Maybe")
+    for sms, due in ((waiting, utcnow() + timedelta(minutes=5)), (over, utcnow() - timedelta(seconds=1))):
+        ledger.move(company.id, [sms.id], "unconfirmed", "read timeout", values={"report_due_at": due})
+    db.session.commit()
+
+    assert sweep()["unconfirmed_closed"] == 1
+    db.session.expire_all()
+    still = db.session.get(Sms, waiting.id)
+    closed = db.session.get(Sms, over.id)
+    assert still.status == "unconfirmed" and still.report_due_at is not None
+    assert closed.status == "unconfirmed" and closed.report_due_at is None and closed.error == NO_REPORT
+    assert sweep()["unconfirmed_closed"] == 0
 
 
 def test_sweep_is_enqueued_once_per_interval_by_many_workers(app):
@@ -99,14 +141,11 @@ def test_rows_of_a_paused_broadcast_are_left_for_resume(app, company, simulator)
     paused = Broadcast(company_id=company.id, body="Maintenance tonight", state="paused")
     db.session.add(paused)
     db.session.commit()
-    [sms] = queue_messages(company.id, [Recipient(number="+254712345678")], "Maintenance tonight",
-                           trigger="broadcast", broadcast_id=paused.id, lane="bulk")
-    _lose_jobs(app)
-    row = db.session.get(Sms, sms.id)
-    row.created_at = utcnow() - timedelta(minutes=30)
-    db.session.commit()
+    queue_messages(company.id, [Recipient(number="+254712345678")], "Maintenance tonight",
+                   trigger="broadcast", broadcast_id=paused.id, lane="bulk")
+    _lose_jobs(app, company.id)
 
-    assert sweep_lost_messages()["requeued"] == 0
+    assert sweep()["lanes_restarted"] == 0
     paused.state = "sending"
     db.session.commit()
-    assert sweep_lost_messages()["requeued"] == 1
+    assert sweep()["lanes_restarted"] == 1

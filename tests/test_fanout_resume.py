@@ -8,12 +8,12 @@ from rq.job import Job, JobStatus
 from sqlalchemy import func, select
 
 from conftest import enable_simulated_gateway, make_person, make_user, run_jobs
-from mpm import leases
+from mpm import jobs, leases
 from mpm.broadcasts import fanout, lifecycle
 from mpm.broadcasts.audience import Audience
 from mpm.broadcasts.lifecycle import BroadcastForm
 from mpm.extensions import db
-from mpm.messaging.sweep import sweep_lost_messages
+from mpm.messaging.sweep import sweep
 from mpm.models import Broadcast, MiniGrid, Sms
 from mpm.models.base import utcnow
 from mpm.queue import BULK, queue, redis_connection
@@ -38,7 +38,7 @@ def crowd(app, company, simulator):
 
 def next_fanout_job(broadcast_id: int) -> Job:
     """The job the broadcast's chain goes on with."""
-    job_id = redis_connection().get(lifecycle._NEXT_JOB + str(broadcast_id)).decode()
+    job_id = redis_connection().get(jobs.NEXT_JOB + str(broadcast_id)).decode()
     return Job.fetch(job_id, connection=redis_connection())
 
 
@@ -57,7 +57,7 @@ def test_a_fanout_killed_mid_chunk_is_resumed_by_the_sweep_and_completes(app, cr
     queue(BULK).remove(next_fanout_job(crowd.id).id)
     assert fanout.run_broadcast(crowd.id) == "10 created"  # chunk 1 as a worker runs it; the next job is queued
     worker_died_running(next_fanout_job(crowd.id))
-    assert sweep_lost_messages()["broadcasts_resumed"] == 1
+    assert sweep()["broadcasts_resumed"] == 1
     assert fanout.resume_stalled_fanouts() == []  # the new job is queued now
     run_jobs(app)
     db.session.expire_all()

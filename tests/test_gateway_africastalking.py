@@ -5,7 +5,7 @@ import responses
 from werkzeug.datastructures import MultiDict
 
 from mpm.gateways.africastalking import LIVE_URL, SANDBOX_URL, gateway
-from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
+from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, GatewayConfig, OutboundMessage
 from mpm.gateways.registry import callback_urls, get_gateway
 
 CONFIG = GatewayConfig(credentials={"api_key": "atsk_123", "username": "mpmapp"},
@@ -32,7 +32,7 @@ def test_bulk_send_maps_each_recipient_status():
 
     results = gateway.send_batch([_msg(1, "+254711000001"), _msg(2, "+254711000002"), _msg(3, "+254711000003")], CONFIG)
 
-    assert [(r.sms_id, r.outcome) for r in results] == [(1, ACCEPTED), (2, REJECTED), (3, GATEWAY_ERROR)]
+    assert [(r.sms_id, r.outcome) for r in results] == [(1, ACCEPTED), (2, REJECTED), (3, NOT_SENT)]
     assert results[0].provider_message_id == "ATPid_SampleTxnId123" and results[0].cost == "KES 0.8000"
     assert "InsufficientBalance" in results[2].detail
     [call] = responses.calls
@@ -61,18 +61,41 @@ def test_do_not_disturb_answer_is_a_rejection():
 
 
 @responses.activate
-def test_wrong_key_timeout_and_server_error_are_gateway_errors():
-    responses.post(SEND_URL, status=401, body="The supplied authentication is invalid")
-    [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
-    assert result.outcome == GATEWAY_ERROR and "refused the API key" in result.detail
+def test_answers_before_acceptance_are_not_sent_and_lost_answers_are_maybe_sent():
+    """Not sent (another gateway may carry it): an error answer, a refused key, no connection.
+    Maybe sent (never sent again): the request went out but its answer was lost or unreadable."""
+    def outcome_of(**answer):
+        responses.replace(responses.POST, SEND_URL, **answer)
+        [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
+        return result.outcome, result.detail
 
-    responses.replace(responses.POST, SEND_URL, body=requests.ReadTimeout())
-    [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
-    assert result.outcome == GATEWAY_ERROR and "did not answer" in result.detail
+    responses.post(SEND_URL, status=200)
+    assert outcome_of(status=401, body="The supplied authentication is invalid") == (
+        NOT_SENT, "AfricasTalking refused the API key or username (HTTP 401: The supplied authentication is invalid)")
+    outcome, detail = outcome_of(status=502, body="Bad Gateway")
+    assert outcome == NOT_SENT and "HTTP 502" in detail
+    outcome, detail = outcome_of(body=requests.ConnectTimeout())
+    assert outcome == NOT_SENT and "could not be reached" in detail
 
-    responses.replace(responses.POST, SEND_URL, status=502, body="Bad Gateway")
-    [result] = gateway.send_batch([_msg(1, "+254711000001")], CONFIG)
-    assert result.outcome == GATEWAY_ERROR and "HTTP 502" in result.detail
+    outcome, detail = outcome_of(body=requests.ReadTimeout())
+    assert outcome == MAYBE_SENT and "did not answer" in detail and "may have taken" in detail
+    outcome, detail = outcome_of(body=requests.ConnectionError("Connection reset by peer"))
+    assert outcome == MAYBE_SENT and "closed the connection" in detail
+    outcome, detail = outcome_of(status=201, body="<html>upstream proxy</html>")
+    assert outcome == MAYBE_SENT and "HTTP 201" in detail
+    outcome, detail = outcome_of(status=201, json={"SMSMessageData": {"Message": "", "Recipients": []}})
+    assert outcome == MAYBE_SENT and "did not list this number" in detail
+
+
+def test_a_refused_connection_is_not_sent():
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = GatewayConfig(credentials=CONFIG.credentials, options={"base_url": f"http://127.0.0.1:{port}"})
+    [result] = gateway.send_batch([_msg(1, "+254711000001")], config)
+    assert result.outcome == NOT_SENT and "could not be reached" in result.detail
 
 
 @responses.activate

@@ -8,7 +8,7 @@ import requests
 import responses
 
 from mpm.gateways import android, textbee, viber
-from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, GatewayConfig, OutboundMessage
+from mpm.gateways.base import ACCEPTED, NOT_SENT, REJECTED, GatewayConfig, OutboundMessage
 from mpm.gateways.webhooks import WebhookRefused
 
 TB = GatewayConfig(credentials={"api_key": "tb-key", "device_id": "6650c2a1e5f1", "webhook_secret": "whsec"})
@@ -36,7 +36,7 @@ def test_textbee_plan_limit_and_bad_recipient():
                                               "dailyLimit": 50, "dailyRemaining": 0})
     results = textbee.gateway.send_batch([OutboundMessage(1, "+254711000001", "Hi"),
                                           OutboundMessage(2, "+254711000002", "Hi")], TB)
-    assert [r.outcome for r in results] == [GATEWAY_ERROR, GATEWAY_ERROR]
+    assert [r.outcome for r in results] == [NOT_SENT, NOT_SENT]
     assert len(responses.calls) == 1  # the rest of the batch is not tried against a spent plan
 
     responses.replace(responses.POST, TB_SEND, status=400, json={"success": False, "error": "Invalid recipients"})
@@ -94,11 +94,11 @@ def test_viber_send_ok_not_subscribed_and_bad_token():
 
     responses.replace(responses.POST, url, json={"status": 6, "status_message": "receiverNotSubscribed"})
     [result] = viber.gateway.send_batch([message], VB)
-    assert result.outcome == GATEWAY_ERROR and result.recipient_unreachable
+    assert result.outcome == NOT_SENT and result.recipient_unreachable
 
     responses.replace(responses.POST, url, json={"status": 2, "status_message": "invalidAuthToken"})
     [result] = viber.gateway.send_batch([message], VB)
-    assert result.outcome == GATEWAY_ERROR and not result.recipient_unreachable
+    assert result.outcome == NOT_SENT and not result.recipient_unreachable
 
 
 def test_viber_can_only_reach_people_with_a_viber_id():
@@ -154,6 +154,6 @@ def test_android_pushes_through_fcm_and_is_marked_deprecated():
     responses.replace(responses.POST, url, json={"multicast_id": 1, "success": 0, "failure": 1,
                                                  "results": [{"error": "NotRegistered"}]})
     [result] = android.gateway.send_batch([OutboundMessage(42, "+254711000001", "Hi")], AN)
-    assert result.outcome == GATEWAY_ERROR and "NotRegistered" in result.detail
+    assert result.outcome == NOT_SENT and "NotRegistered" in result.detail
     check = android.gateway.check_credentials(AN)
     assert not check.ok and "NotRegistered" in check.message

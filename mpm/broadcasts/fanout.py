@@ -18,23 +18,20 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from flask import current_app
-from rq import get_current_job
 from sqlalchemy import DateTime, String, cast, insert, literal, or_, select, update
 
 from mpm import leases
-
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, progress, schedule
-from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout, next_job_waiting, record_next_job, superseded
+from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout
+from mpm.jobs import enqueue_done_check, enqueue_send, next_job_waiting
 from mpm.extensions import db
 from mpm.messaging import status
 from mpm.messaging.encoding import analyse
-from mpm.messaging.send import enqueue_batches
 from mpm.models import Broadcast, Company, Sms, SmsEvent
 from mpm.models.base import utcnow
-from mpm.queue import BULK, queue
+from mpm.queue import BULK
 
-DONE_CHECK_JOB = "mpm.broadcasts.fanout.check_done"
 DONE_CHECK_EVERY = timedelta(seconds=30)
 EXPIRED_REASON = "validity period of the broadcast ended before it could be sent"
 # The lease lasts far longer than one chunk takes, and is short enough that the sweep resumes a
@@ -45,6 +42,7 @@ LEASE_SECONDS = 45
 def _lease_seconds() -> int:
     return int(current_app.config.get("FANOUT_LEASE_SECONDS") or LEASE_SECONDS)
 
+
 log = logging.getLogger(__name__)
 
 
@@ -53,8 +51,6 @@ def _lease(broadcast_id: int) -> str:
 
 
 def run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
-    if superseded(broadcast_id, get_current_job()):
-        return "superseded"
     leases.hold(_lease(broadcast_id), _lease_seconds())
     try:
         return _run_broadcast(broadcast_id, now)
@@ -170,9 +166,11 @@ def enqueue_unsent(broadcast: Broadcast) -> int:
     ids = list(db.session.scalars(
         select(Sms.id).where(Sms.broadcast_id == broadcast.id, Sms.status == status.QUEUED,
                              Sms.id > broadcast.enqueued_through_sms_id).order_by(Sms.id)))
+    # The company's bulk send job takes every due queued row; when none is queued or running
+    # (e.g. a worker died after the last chunk's commit), one is enqueued.
+    enqueue_send(broadcast.company_id, BULK)
     if not ids:
         return 0
-    enqueue_batches(broadcast.company_id, ids, BULK)
     db.session.execute(
         update(Broadcast).where(Broadcast.id == broadcast.id, Broadcast.enqueued_through_sms_id < ids[-1])
         .values(enqueued_through_sms_id=ids[-1]).execution_options(synchronize_session=False))
@@ -182,17 +180,11 @@ def enqueue_unsent(broadcast: Broadcast) -> int:
 
 
 def _check_done_later(broadcast: Broadcast, now: bool = False) -> None:
-    q = queue(BULK)
-    if now:  # FIFO: runs after the batches just enqueued have been taken
-        job = q.enqueue(DONE_CHECK_JOB, broadcast.id)
-    else:
-        job = q.enqueue_in(DONE_CHECK_EVERY, DONE_CHECK_JOB, broadcast.id)
-    record_next_job(broadcast.id, job)
+    # Now: FIFO, it runs after the send job just enqueued has had its turn.
+    enqueue_done_check(broadcast.id, None if now else DONE_CHECK_EVERY)
 
 
 def check_done(broadcast_id: int) -> str:
-    if superseded(broadcast_id, get_current_job()):
-        return "superseded"
     broadcast = db.session.get(Broadcast, broadcast_id)
     if broadcast is None:
         return "gone"

@@ -9,27 +9,23 @@ from decimal import Decimal
 
 from flask import current_app
 from sqlalchemy import select, update
-from rq import Retry
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
-from rq.registry import ScheduledJobRegistry
 
+from mpm import jobs
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, schedule
 from mpm.broadcasts.audience import Audience, AudienceCounts
 from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo
-from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider, enqueue_batches
+from mpm.messaging.send import NoActiveSmsProvider, SmsRefused, check_body, check_provider
 from mpm.models import AuditEntry, Broadcast, Company, Sms
 from mpm.models.base import utcnow
-from mpm.queue import BULK, queue, redis_connection
+from mpm.queue import BULK
 
 DEFAULT_PRICE_PER_SEGMENT = Decimal("0.80")
 DEFAULT_VALIDITY_HOURS = 24
 MAX_VALIDITY_HOURS = 7 * 24
 DEFAULT_CHUNK_SIZE = 2000
-FANOUT_JOB = "mpm.broadcasts.fanout.run_broadcast"
 ACTIVE = ("scheduled", "sending")
 
 
@@ -209,54 +205,7 @@ def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: dateti
 
 def enqueue_fanout(broadcast: Broadcast, at: datetime | None = None) -> None:
     """After commit. A failed fan-out job is retried; chunks already committed are never redone."""
-    retry = Retry(max=3, interval=[10, 60, 300])
-    q = queue(BULK)
-    if at is not None:
-        job = q.enqueue_at(at, FANOUT_JOB, broadcast.id, retry=retry)
-    else:
-        job = q.enqueue(FANOUT_JOB, broadcast.id, retry=retry)
-    record_next_job(broadcast.id, job)
-
-
-# A broadcast moves on through one chain of jobs (fan-out chunks, then done checks), each
-# enqueueing the next. The chain's next job is recorded, so the sweep can tell a broadcast whose
-# job waits in the queue from one whose job died with its worker, and so a stray duplicate job
-# (a resume that raced a live job) ends its chain instead of running beside it.
-_NEXT_JOB = "mpm:broadcast:next-job:"
-_NEXT_JOB_TTL = (MAX_VALIDITY_HOURS + 24) * 3600
-_WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
-SCHEDULER_LATE = timedelta(seconds=20)
-
-
-def record_next_job(broadcast_id: int, job: Job) -> None:
-    redis_connection().set(_NEXT_JOB + str(broadcast_id), job.id, ex=_NEXT_JOB_TTL)
-
-
-def next_job_waiting(broadcast_id: int, now: datetime | None = None) -> bool:
-    """True while the broadcast's next job sits in the queue, or waits for its time or a retry.
-    A job whose time is long past is not waiting but stuck: RQ's scheduler died with its worker
-    (another worker takes the scheduler over only after a few minutes)."""
-    connection = redis_connection()
-    job_id = connection.get(_NEXT_JOB + str(broadcast_id))
-    if job_id is None:
-        return False
-    try:
-        job = Job.fetch(job_id.decode(), connection=connection)
-        state = job.get_status()
-        if state == JobStatus.SCHEDULED:
-            due = ScheduledJobRegistry(job.origin, connection=connection).get_scheduled_time(job)
-            return due >= (now or utcnow()) - SCHEDULER_LATE
-    except NoSuchJobError:
-        return False
-    return state in _WAITING
-
-
-def superseded(broadcast_id: int, job: Job | None) -> bool:
-    """True when `job` is no longer the broadcast's recorded next job (a newer chain took over)."""
-    if job is None:  # called directly, not from a worker
-        return False
-    recorded = redis_connection().get(_NEXT_JOB + str(broadcast_id))
-    return recorded is not None and recorded.decode() != job.id
+    jobs.enqueue_fanout(broadcast.id, at)
 
 
 def _get(company_id: int, broadcast_id: int) -> Broadcast:
@@ -315,7 +264,7 @@ def _requeue_held_messages(broadcast: Broadcast) -> None:
                              Sms.status == status.QUEUED, Sms.id <= broadcast.enqueued_through_sms_id)
         .order_by(Sms.id)).all()
     if held:
-        enqueue_batches(broadcast.company_id, held, BULK)
+        jobs.enqueue_send(broadcast.company_id, BULK)
 
 
 def cancel(company_id: int, broadcast_id: int, user_id: int | None, now: datetime | None = None) -> Broadcast:

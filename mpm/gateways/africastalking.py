@@ -17,8 +17,9 @@ from collections import defaultdict
 
 import requests
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult)
+from mpm.gateways.base import (ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, CredentialCheck, DeliveryReport,
+                               GatewayConfig, IncomingMessage, OutboundMessage, SendResult, failure_detail,
+                               request_failure)
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,14 @@ class AfricasTalkingGateway:
         return {"apiKey": config.credentials.get("api_key", ""), "Accept": "application/json"}
 
     # --- sending -------------------------------------------------------------------------------
+    def requests_for(self, messages: list[OutboundMessage], config: GatewayConfig) -> list[list[OutboundMessage]]:
+        """How send_batch splits these messages into provider requests (the dispatcher claims and
+        settles one request at a time)."""
+        return _requests_for(messages, int(config.options.get("max_recipients") or 100))
+
     def send_batch(self, messages: list[OutboundMessage], config: GatewayConfig) -> list[SendResult]:
         results: list[SendResult] = []
-        for group in _requests_for(messages, int(config.options.get("max_recipients") or 100)):
+        for group in self.requests_for(messages, config):
             results.extend(self._send_group(group, config))
         return results
 
@@ -81,27 +87,32 @@ class AfricasTalkingGateway:
             response = _http.post(f"{self.base_url(config)}/version1/messaging", data=form,
                                   headers=self._headers(config),
                                   timeout=(config.connect_timeout, config.timeout))
-        except requests.Timeout:
-            return _all(group, GATEWAY_ERROR, f"AfricasTalking did not answer within {config.timeout:g} s")
         except requests.RequestException as exc:
-            return _all(group, GATEWAY_ERROR, f"AfricasTalking could not be reached ({type(exc).__name__})")
+            return _all(group, request_failure(exc), failure_detail("AfricasTalking", exc, config.timeout))
         if response.status_code == 401:
-            return _all(group, GATEWAY_ERROR, "AfricasTalking refused the API key or username "
+            return _all(group, NOT_SENT, "AfricasTalking refused the API key or username "
                         f"(HTTP 401: {response.text.strip()[:200]})")
         try:
             recipients = response.json()["SMSMessageData"]["Recipients"]
+            if not isinstance(recipients, list):
+                raise TypeError("Recipients is not a list")
         except (ValueError, KeyError, TypeError):
-            # A 409 (DND) still carries the JSON answer; anything else without it is AT's trouble.
-            return _all(group, GATEWAY_ERROR,
+            # A 409 (DND) still carries the JSON answer. An error answer without it was not taken;
+            # a 2xx we cannot read may have been.
+            outcome = MAYBE_SENT if 200 <= response.status_code < 300 else NOT_SENT
+            return _all(group, outcome,
                         f"AfricasTalking answered HTTP {response.status_code}: {response.text.strip()[:200]}")
         by_number: dict[str, dict] = {}
-        for entry in recipients or []:
+        for entry in recipients:
+            if not isinstance(entry, dict):
+                continue
             by_number.setdefault(_digits(entry.get("number", "")), entry)
         return [self._result_for(m, by_number.get(_digits(m.number))) for m in group]
 
     def _result_for(self, message: OutboundMessage, entry: dict | None) -> SendResult:
         if entry is None:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail="AfricasTalking did not list this number in its answer")
+            # The request was taken but says nothing of this number: it may still go out.
+            return SendResult(message.sms_id, MAYBE_SENT, detail="AfricasTalking did not list this number in its answer")
         try:
             code = int(entry.get("statusCode"))
         except (TypeError, ValueError):
@@ -116,7 +127,7 @@ class AfricasTalkingGateway:
             return SendResult(message.sms_id, REJECTED,
                               detail=f"AfricasTalking rejected the number: {status or REJECTED_CODES[code]} ({code})")
         name = status or GATEWAY_CODES.get(code, "unknown status")
-        return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"AfricasTalking: {name} ({code})")
+        return SendResult(message.sms_id, NOT_SENT, detail=f"AfricasTalking: {name} ({code})")
 
     # --- credentials ---------------------------------------------------------------------------
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:

@@ -14,8 +14,8 @@ the app confirms each message at the callback URL (.../sent, .../delivered, .../
 """
 import requests
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, CredentialCheck, DeliveryReport, GatewayConfig,
-                               OutboundMessage, SendResult)
+from mpm.gateways.base import (ACCEPTED, NOT_SENT, CredentialCheck, DeliveryReport, GatewayConfig,
+                               OutboundMessage, SendResult, failure_detail, request_failure)
 
 LIVE_URL = "https://fcm.googleapis.com"
 CONFIRMATIONS = {"sent": "sent", "delivered": "delivered", "failed": "failed"}
@@ -57,8 +57,10 @@ class AndroidGateway:
                 response = self._push(data, config)
                 answer = response.json() if response.status_code == 200 else {}
             except requests.RequestException as exc:
-                detail = f"Firebase could not be reached ({type(exc).__name__})"
-                results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=detail) for m in messages[len(results):])
+                results.append(SendResult(message.sms_id, request_failure(exc),
+                                          detail=failure_detail("Firebase", exc, config.timeout)))
+                results.extend(SendResult(m.sms_id, NOT_SENT, detail="not tried: Firebase did not answer")
+                               for m in messages[len(results):])
                 break
             except ValueError:
                 answer = {}
@@ -67,7 +69,7 @@ class AndroidGateway:
                                           detail="pushed to the Android phone"))
             else:
                 error = (answer.get("results") or [{}])[0].get("error") or f"HTTP {response.status_code}"
-                results.append(SendResult(message.sms_id, GATEWAY_ERROR, detail=f"Firebase refused the push: {error}"))
+                results.append(SendResult(message.sms_id, NOT_SENT, detail=f"Firebase refused the push: {error}"))
         return results
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:

@@ -3,11 +3,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-ACCEPTED = "accepted"  # the gateway took the message (provider id known)
-REJECTED = "rejected"  # permanent for this message (bad number, blacklisted…): fail, no fallback
-GATEWAY_ERROR = "gateway_error"  # the gateway could not take it (timeout, 5xx, auth, quota…): try the next
 
-Outcome = Literal["accepted", "rejected", "gateway_error"]
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+# What one provider request did with a message. The dispatcher acts on these four alone.
+ACCEPTED = "accepted"  # the gateway took the message (provider id known)
+REJECTED = "rejected"  # permanent for this number (bad number, blacklisted…): fail, no fallback
+# Certainly not taken: connection refused, connect timeout, DNS, an HTTP error answer, auth, quota.
+# Another gateway may carry it.
+NOT_SENT = "not_sent"
+# Perhaps taken: read timeout, connection reset after the request was written, a 2xx we cannot
+# read. Never sent again by any gateway: it waits for the provider's report as `unconfirmed`.
+MAYBE_SENT = "maybe_sent"
+
+Outcome = Literal["accepted", "rejected", "not_sent", "maybe_sent"]
 
 
 @dataclass(frozen=True)
@@ -77,23 +87,52 @@ class Gateway(Protocol):
         """Whether this gateway can carry this message at all (Viber: only to Viber users)."""
 
     def send_batch(self, messages: list[OutboundMessage], config: GatewayConfig) -> list[SendResult]:
-        """Send and answer per message. Never raises for provider trouble: such a message gets GATEWAY_ERROR."""
+        """Send and answer per message. Never raises for provider trouble: such a message gets
+        NOT_SENT or MAYBE_SENT (see request_failure)."""
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
         """Ask the provider whether these credentials work."""
 
 
+def request_failure(exc: requests.RequestException) -> str:
+    """NOT_SENT when the request cannot have reached the provider (no connection, DNS, connect
+    timeout, TLS handshake), MAYBE_SENT when it may have (read timeout, reset or close after the
+    request was written)."""
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return NOT_SENT
+    if isinstance(exc, requests.Timeout):
+        return MAYBE_SENT  # the connection was up and the request written; only the answer is missing
+    if isinstance(exc, requests.ConnectionError):
+        cause = exc.args[0] if exc.args else None
+        cause = getattr(cause, "reason", cause)  # urllib3 wraps connect failures in MaxRetryError
+        if isinstance(cause, (NewConnectionError, ConnectTimeoutError)):
+            return NOT_SENT
+        return MAYBE_SENT
+    return NOT_SENT  # invalid URL and the like: nothing left this machine
+
+
+def failure_detail(label: str, exc: requests.RequestException, timeout: float) -> str:
+    """Words for a request that failed without an answer."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"{label} could not be reached (connect timeout)"
+    if isinstance(exc, requests.Timeout):
+        return f"{label} did not answer within {timeout:g} s; it may have taken the message"
+    if request_failure(exc) == MAYBE_SENT:
+        return f"{label} closed the connection without an answer ({type(exc).__name__}); it may have taken the message"
+    return f"{label} could not be reached ({type(exc).__name__})"
+
+
 def send_one_by_one(messages: list[OutboundMessage],
                     send_one: Callable[[OutboundMessage], tuple[SendResult, bool]]) -> list[SendResult]:
     """For providers that take one message per request. `send_one` answers (result, whole gateway
-    down); once the gateway is down (unreachable, key refused) the rest get the same gateway error
-    at once instead of a timeout each."""
+    down); once the gateway is down (unreachable, key refused, no answer) the rest are not tried and
+    count as not sent, instead of a timeout each."""
     results: list[SendResult] = []
     for message in messages:
         result, whole_gateway_down = send_one(message)
         results.append(result)
         if whole_gateway_down:
-            results.extend(SendResult(m.sms_id, GATEWAY_ERROR, detail=result.detail)
+            results.extend(SendResult(m.sms_id, NOT_SENT, detail=f"not tried: {result.detail}")
                            for m in messages[len(results):])
             break
     return results

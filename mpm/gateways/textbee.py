@@ -16,8 +16,9 @@ MESSAGE_RECEIVED.
 
 import requests
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult, send_one_by_one)
+from mpm.gateways.base import (ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, CredentialCheck, DeliveryReport,
+                               GatewayConfig, IncomingMessage, OutboundMessage, SendResult, failure_detail,
+                               request_failure, send_one_by_one)
 from mpm.gateways.webhooks import WebhookRefused, verified_json
 
 LIVE_URL = "https://api.textbee.dev/api/v1"
@@ -60,26 +61,25 @@ class TextBeeGateway:
         try:
             response = _http.post(url, json={"recipients": [message.number], "message": message.body},
                                   headers=self._headers(config), timeout=(config.connect_timeout, config.timeout))
-        except requests.Timeout:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee did not answer within {config.timeout:g} s"), True
         except requests.RequestException as exc:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee could not be reached ({type(exc).__name__})"), True
+            return SendResult(message.sms_id, request_failure(exc), detail=failure_detail("TextBee", exc, config.timeout)), True
         text = response.text.strip()[:200]
         if response.status_code in (401, 403):
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee refused the API key (HTTP {response.status_code})"), True
+            return SendResult(message.sms_id, NOT_SENT, detail=f"TextBee refused the API key (HTTP {response.status_code})"), True
         if response.status_code == 429:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee limit reached (HTTP 429): {text}"), True
+            return SendResult(message.sms_id, NOT_SENT, detail=f"TextBee limit reached (HTTP 429): {text}"), True
         if response.status_code == 400 and "recipient" in text.lower():
             return SendResult(message.sms_id, REJECTED, detail=f"TextBee rejected the number: {text}"), False
         if response.status_code >= 300:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee answered HTTP {response.status_code}: {text}"), response.status_code >= 500
+            return SendResult(message.sms_id, NOT_SENT, detail=f"TextBee answered HTTP {response.status_code}: {text}"), response.status_code >= 500
         try:
             data = response.json()["data"]
         except (ValueError, KeyError, TypeError):
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"TextBee answered something unexpected: {text}"), False
+            # A 2xx: the request went through, so the phone may send it.
+            return SendResult(message.sms_id, MAYBE_SENT, detail=f"TextBee answered something unexpected: {text}"), False
         batch_id = data.get("smsBatchId") if isinstance(data, dict) else None
         if isinstance(data, dict) and data.get("failureCount") and not data.get("successCount"):
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail="TextBee could not push the message to the phone"), False
+            return SendResult(message.sms_id, NOT_SENT, detail="TextBee could not push the message to the phone"), False
         said = data.get("message", "accepted") if isinstance(data, dict) else "accepted"
         return SendResult(message.sms_id, ACCEPTED, provider_message_id=batch_id, detail=f"TextBee: {said}"), False
 

@@ -15,8 +15,9 @@ body); events delivered / seen / failed / subscribed / unsubscribed / message / 
 
 import requests
 
-from mpm.gateways.base import (ACCEPTED, GATEWAY_ERROR, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
-                               IncomingMessage, OutboundMessage, SendResult, send_one_by_one)
+from mpm.gateways.base import (ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, CredentialCheck, DeliveryReport, GatewayConfig,
+                               IncomingMessage, OutboundMessage, SendResult, failure_detail, request_failure,
+                               send_one_by_one)
 from mpm.gateways.webhooks import WebhookRefused, verified_json
 
 LIVE_URL = "https://chatapi.viber.com/pa"
@@ -62,24 +63,24 @@ class ViberGateway:
                                   timeout=(config.connect_timeout, config.timeout))
             answer = response.json()
             code = int(answer.get("status"))
-        except requests.Timeout:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"Viber did not answer within {config.timeout:g} s"), True
         except requests.RequestException as exc:
-            return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"Viber could not be reached ({type(exc).__name__})"), True
+            return SendResult(message.sms_id, request_failure(exc), detail=failure_detail("Viber", exc, config.timeout)), True
         except (ValueError, TypeError, AttributeError):
-            return SendResult(message.sms_id, GATEWAY_ERROR,
+            # Viber answers 200 with a status field; a 2xx we cannot read may still have been taken.
+            outcome = MAYBE_SENT if 200 <= response.status_code < 300 else NOT_SENT
+            return SendResult(message.sms_id, outcome,
                               detail=f"Viber answered HTTP {response.status_code}: {response.text.strip()[:200]}"), response.status_code >= 500
         name = answer.get("status_message") or STATUS_NAMES.get(code, "unknown")
         if code == 0 and answer.get("message_token") is not None:
             return SendResult(message.sms_id, ACCEPTED, provider_message_id=str(answer["message_token"]),
                               detail="Viber: ok"), False
         if code in UNREACHABLE:
-            return SendResult(message.sms_id, GATEWAY_ERROR, recipient_unreachable=True,
+            return SendResult(message.sms_id, NOT_SENT, recipient_unreachable=True,
                               detail=f"Viber cannot reach this person: {name} ({code})"), False
         if code in BAD_MESSAGE:
             return SendResult(message.sms_id, REJECTED, detail=f"Viber refused the message: {name} ({code})"), False
         # Token, account or rate trouble: no Viber message can go now.
-        return SendResult(message.sms_id, GATEWAY_ERROR, detail=f"Viber: {name} ({code})"), code != 12
+        return SendResult(message.sms_id, NOT_SENT, detail=f"Viber: {name} ({code})"), code != 12
 
     def check_credentials(self, config: GatewayConfig) -> CredentialCheck:
         if not config.credentials.get("auth_token"):

@@ -1,254 +1,455 @@
-"""The RQ job that sends a batch of queued SMS: gateway priority with fallback, retry with
-backoff, and an exactly-once effect per message.
+"""Sending: one run drains the due queued messages of one company's lane, provider request by
+provider request, for a short time budget (mpm.jobs runs it and puts it back at the end of its
+queue, so other companies and the high lane get the worker in between).
 
-Order of one run:
-1. Expire what passed its validity; claim the rest (queued → sending) with one conditional
-   UPDATE, so two jobs holding the same ids never both send a message.
-2. For each active gateway in priority order, the messages it can carry (Viber: only people with a
-   Viber id; TextBee: within the plan's quota), paced by the gateway's send rate shared by all
-   workers (mpm.messaging.ratelimit): record the attempt (event with an idempotency key) and
-   COMMIT, then call the provider. A crash after the commit leaves the message `sending`, which no
-   run sends again (the sweep marks it failed later).
-3. accepted → sent (provider id, cost); rejected → failed, no fallback; gateway error → next
-   gateway. None left → back to queued with next_attempt_at stored, then scheduled with RQ; after
-   SMS_MAX_ATTEMPTS rounds → failed with every attempt's reason.
+One provider request:
+1. claim exactly its messages (queued → sending, one compare-and-set UPDATE through the ledger)
+   and COMMIT: `sending` means "inside a provider request right now";
+2. call the provider;
+3. commit that request's outcome right away: accepted → sent (provider id, cost); rejected →
+   failed, no fallback; not sent → queued again for the next gateway, or, when every gateway of
+   the round said no, for a retry with backoff; maybe sent → `unconfirmed` (never sent again; the
+   provider's report settles it, mpm.messaging.sweep closes the wait).
+A crash leaves at most one request's messages `sending`; the sweep turns them `unconfirmed`.
+A message is sent at most once: only the run whose claim moved it calls the provider.
 
-Bookkeeping is written in bulk (_Ledger) and only to rows still `sending`, i.e. owned by this run;
-status rules are those of mpm.messaging.status (forward only, except this retry back to queued).
+Waiting is never sleeping: a rate-limited gateway gives the slots available within a second;
+beyond that the run hands the work back to the queue, due at the slot time. A spent TextBee plan
+quota, a gateway whose circuit is open (mpm.messaging.circuit) or a round with no taker make the
+message wait with its reason in `waiting_reason`, until its validity ends (then `expired`).
 """
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from mpm.extensions import db
-from mpm.gateways.base import ACCEPTED, GATEWAY_ERROR, REJECTED, OutboundMessage, SendResult
+from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, OutboundMessage, SendResult
 from mpm.gateways.catalog import GATEWAY_LABELS
-from mpm.gateways.credentials import UnreadableCredentials
+from mpm.gateways.credentials import UnreadableCredentials, scrub
 from mpm.gateways.registry import active_gateway_settings, config_for, get_gateway
-from mpm.messaging import ledger, ratelimit, status
-from mpm.models import Broadcast, Person, Sms, SmsEvent
+from mpm.messaging import circuit, ledger, ratelimit, status
+from mpm.models import Broadcast, Company, Person, Sms
 from mpm.models.base import utcnow
-from mpm.queue import queue
 
 log = logging.getLogger(__name__)
 
-JOB = "mpm.messaging.dispatch.send_batch"
-# Longest a job sleeps for a gateway's send rate; beyond it the rest of the batch is rescheduled
-# (RQ's default job timeout is 180 s).
-MAX_RATE_WAIT_SECONDS = 60
+MAX_RATE_WAIT_SECONDS = 1.0  # longest a run sleeps for a send slot; beyond it the work is handed back
+HISTORY_LIMIT = 4000  # characters of attempt history kept on the row (the events keep everything)
+_sms = Sms.__table__
 
 
 @dataclass
-class _Claimed:
-    """One message this run owns (status `sending`), with what happened to it so far."""
+class _Row:
+    """A due queued message as the run sees it."""
 
     id: int
     number: str
     body: str
     person_id: int | None
     attempts: int
-    lane: str
+    tried: list
     error: str | None
-    tried: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    expires_at: datetime | None
+    created_at: datetime
+    last: str = ""  # the latest answer about it in this run
 
 
-class _Ledger:
-    """Events and final row values of one run, written in bulk: a batch of 100 costs a few
-    statements, not a few hundred. Rows are only ever changed while still `sending` (this run's)."""
+@dataclass
+class DrainResult:
+    counts: dict = field(default_factory=dict)
+    resume_at: datetime | None = None  # handed back: continue then (a send slot)
+    more: bool = False  # the time budget ran out with due work left
 
-    def __init__(self, company_id: int):
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+class _Run:
+    """What one drain knows of its company: gateways in priority order, their configs, time zone."""
+
+    def __init__(self, company_id: int, lane: str):
         self.company_id = company_id
-        self.events: list[dict] = []
-        self.rows: list[dict] = []
+        self.lane = lane
+        self.settings = active_gateway_settings(company_id)
+        self.configs: dict = {}
+        self.unreadable: dict[str, str] = {}
+        for setting in self.settings:
+            try:
+                self.configs[setting.gateway] = config_for(setting)
+            except UnreadableCredentials as exc:
+                self.unreadable[setting.gateway] = str(exc)
+        company = db.session.get(Company, company_id)
+        self.tz = ZoneInfo(company.time_zone) if company and company.time_zone else timezone.utc
+        self.viber_ids: dict[int, str] = {}
 
-    def event(self, sms_id: int, kind: str, detail: str, new_status: str | None = None, gateway: str | None = None):
-        self.events.append({"company_id": self.company_id, "sms_id": sms_id, "kind": kind, "status": new_status,
-                            "gateway": gateway, "detail": detail[:2000], "created_at": utcnow()})
+    def usable(self):
+        return [s for s in self.settings if s.gateway in self.configs]
 
-    def settle(self, msg: _Claimed, new_status: str, detail: str, *, gateway=None, provider_message_id=None, cost=None,
-               error=None, next_attempt_at=None, kind="attempt") -> None:
-        self.rows.append({"_id": msg.id, "_status": new_status, "_gateway": gateway, "_provider_message_id": provider_message_id,
-                          "_cost": cost, "_error": error[-2000:] if error else None, "_next_attempt_at": next_attempt_at,
-                          "_tried_gateways": list(msg.tried), "_attempts": msg.attempts, "_updated_at": utcnow()})
-        self.event(msg.id, kind, detail, new_status, gateway)
-
-    def commit(self) -> None:
-        if self.events:
-            db.session.execute(insert(SmsEvent.__table__), self.events)
-        if self.rows:
-            table = Sms.__table__
-            columns = ("status", "gateway", "provider_message_id", "cost", "error", "next_attempt_at", "attempts",
-                       "tried_gateways", "updated_at")
-            statement = (update(table)
-                         .where(table.c.id == bindparam("_id"), table.c.status == status.SENDING)
-                         .values({c: bindparam(f"_{c}", type_=table.c[c].type) for c in columns}))
-            db.session.execute(statement, self.rows)
-        db.session.commit()
-        self.events, self.rows = [], []
+    def local(self, moment: datetime) -> str:
+        return moment.astimezone(self.tz).strftime("%H:%M")
 
 
-def send_batch(company_id: int, sms_ids: list[int]) -> dict:
-    """Send these queued SMS of this company. Safe to run twice. Returns counts per outcome."""
-    now = utcnow()
-    counts: dict[str, int] = defaultdict(int)
-    counts["expired"] = _expire(company_id, sms_ids, now)
-    # Claimed but not yet committed: the claim is committed together with the first attempts.
-    claimed = _claim(company_id, sms_ids, now)
-    if not claimed:
-        db.session.commit()
-        return dict(counts)
-    settings = active_gateway_settings(company_id)
-    viber_ids = (_viber_ids(company_id, {m.person_id for m in claimed if m.person_id})
-                 if any(s.gateway == "viber" for s in settings) else {})
-    pending: dict[int, _Claimed] = {m.id: m for m in claimed}
-    ledger = _Ledger(company_id)
-    retry_groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+def drain(company_id: int, lane: str, *, budget: float, renew=lambda: None) -> DrainResult:
+    """Send the due queued messages of this company's lane for about `budget` seconds."""
+    started = time.monotonic()
+    result = DrainResult()
+    # Each request commits twice; the run's own objects (gateway settings) need not be reloaded
+    # after every commit. Another worker's circuit change is seen by the next run.
+    session = db.session()
+    expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        return _drain(company_id, lane, budget, renew, started, result)
+    finally:
+        session.expire_on_commit = expire_on_commit
 
-    for setting in settings:
-        if not pending:
-            break
-        key = setting.gateway
-        gateway = get_gateway(key)
-        label = GATEWAY_LABELS.get(key, key)
-        outbound = {sid: _outbound(company_id, msg, viber_ids, key) for sid, msg in pending.items()}
-        candidates = [pending[sid] for sid, out in outbound.items() if gateway.can_reach(out)]
+
+def _drain(company_id: int, lane: str, budget: float, renew, started: float, result: DrainResult) -> DrainResult:
+    run = _Run(company_id, lane)
+    batch = current_app.config["SMS_BATCH_SIZE"]
+    while True:
+        now = utcnow()
+        rows = _due_rows(company_id, lane, now, batch)
+        if not rows:
+            return result
+        rows = _expire(run, rows, now, result)
+        if any(s.gateway == "viber" for s in run.settings):
+            run.viber_ids.update(_viber_ids(company_id, {r.person_id for r in rows if r.person_id} - set(run.viber_ids)))
+        for key, group in _route(run, rows, now, result):
+            handed_back = _send_group(run, key, group, result, deadline=started + budget, renew=renew)
+            if handed_back is not None:
+                result.resume_at = handed_back
+                return result
+            if result.more:
+                return result
+        if time.monotonic() - started >= budget:
+            result.more = True
+            return result
+
+
+def next_due(company_id: int, lane: str) -> datetime | None:
+    """When this lane has work next: now when something is due, else the earliest retry."""
+    return db.session.scalar(
+        select(func.min(func.coalesce(Sms.next_attempt_at, Sms.created_at)))
+        .where(Sms.company_id == company_id, Sms.lane == lane, Sms.status == status.QUEUED, _not_paused(company_id)))
+
+
+# ----------------------------------------------------------------------------- reading the queue
+
+def _not_paused(company_id: int):
+    # A paused broadcast's messages stay queued; resuming hands them to the queue again.
+    return or_(Sms.broadcast_id.is_(None),
+               Sms.broadcast_id.not_in(select(Broadcast.id).where(Broadcast.company_id == company_id,
+                                                                  Broadcast.state == "paused")))
+
+
+def _due(company_id: int, now: datetime):
+    slack = now + timedelta(seconds=1)  # RQ's scheduler may fire a hair before the stored time
+    return (or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack)) & _not_paused(company_id)
+
+
+def _due_rows(company_id: int, lane: str, now: datetime, limit: int) -> list[_Row]:
+    rows = db.session.execute(
+        select(Sms.id, Sms.number, Sms.body, Sms.person_id, Sms.attempts, Sms.tried_gateways, Sms.error,
+               Sms.expires_at, Sms.created_at)
+        .where(Sms.company_id == company_id, Sms.lane == lane, Sms.status == status.QUEUED, _due(company_id, now))
+        .order_by(Sms.id).limit(limit)).all()
+    db.session.commit()  # no transaction stays open across provider calls
+    return [_Row(*row[:5], list(row[5] or []), *row[6:]) for row in rows]
+
+
+def _valid_until(row: _Row) -> datetime:
+    if row.expires_at is not None:
+        return _aware(row.expires_at)
+    return _aware(row.created_at) + timedelta(hours=current_app.config["SMS_VALIDITY_HOURS"])
+
+
+def _expire(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> list[_Row]:
+    """Past their validity: `expired`, with every attempt's reason."""
+    late = [r for r in rows if _valid_until(r) <= now]
+    if not late:
+        return rows
+    changes = []
+    for row in late:
+        reason = "its validity period ended before a gateway took it"
+        error = reason + (f"; attempts:\n{row.error}" if row.error else "")
+        changes.append(ledger.Change(row.id, reason, values={"error": error[-HISTORY_LIMIT:], "waiting_reason": None}))
+    moved = ledger.move_each(run.company_id, status.EXPIRED, changes, sources=(status.QUEUED,))
+    db.session.commit()
+    result.add("expired", len(moved))
+    gone = {r.id for r in late}
+    return [r for r in rows if r.id not in gone]
+
+
+# ----------------------------------------------------------------------------- choosing a gateway
+
+def _route(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> list[tuple[str, list[_Row]]]:
+    """Each row to the first gateway it has not tried this round that can reach it and whose
+    circuit admits traffic. Rows with none wait (open circuit) or start a new round later."""
+    plan: dict[str, list[_Row]] = {}
+    blocked: dict[datetime, list[_Row]] = {}
+    unreachable: list[_Row] = []
+    for row in rows:
+        candidates = [s for s in run.usable()
+                      if s.gateway not in row.tried and get_gateway(s.gateway).can_reach(_outbound(run, row, s.gateway))]
+        if not candidates and row.tried:
+            # Every gateway of this round was tried (settings changed meanwhile): a new round.
+            row.tried = []
+            candidates = [s for s in run.usable() if get_gateway(s.gateway).can_reach(_outbound(run, row, s.gateway))]
         if not candidates:
+            unreachable.append(row)
             continue
-        try:
-            config = config_for(setting)
-        except UnreadableCredentials as exc:
-            for msg in candidates:
-                msg.reasons.append(f"{label}: {exc}")
+        chosen = next((s for s in candidates if circuit.admits(s, now)), None)
+        if chosen is None:
+            reopen = min(circuit.reopens_at(s) or now for s in candidates)
+            blocked.setdefault(max(reopen, now + timedelta(seconds=1)), []).append(row)
             continue
+        plan.setdefault(chosen.gateway, []).append(row)
+    for at, waiting in blocked.items():
+        _postpone(run, waiting, min(at, *(_valid_until(r) for r in waiting)),
+                  f"gateway down, retrying at {run.local(at)}")
+        result.add("waiting", len(waiting))
+    if unreachable:
+        reasons = "; ".join(f"{GATEWAY_LABELS.get(k, k)}: {v}" for k, v in run.unreadable.items())
+        reason = reasons or "no active gateway can carry this message"
+        _end_round(run, unreachable, reason, now)
+        result.add("waiting", len(unreachable))
+    db.session.commit()
+    order = [s.gateway for s in run.settings]
+    return sorted(plan.items(), key=lambda item: order.index(item[0]))
 
-        limits = gateway.quotas(config) if hasattr(gateway, "quotas") else {}
+
+def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, deadline: float,
+                renew) -> datetime | None:
+    """Request by request through one gateway, until the run's deadline (then result.more).
+    Returns the time to continue when the send rate has no slot within MAX_RATE_WAIT_SECONDS."""
+    setting = next(s for s in run.settings if s.gateway == key)
+    gateway = get_gateway(key)
+    config = run.configs[key]
+    by_id = {r.id: r for r in rows}
+    outbound = [_outbound(run, r, key) for r in rows]
+    splitter = getattr(gateway, "requests_for", None)
+    requests = splitter(outbound, config) if splitter else [[m] for m in outbound]
+    limits = gateway.quotas(config) if hasattr(gateway, "quotas") else {}
+    rate = (setting.options or {}).get("send_rate") or getattr(gateway, "default_send_rate", None)
+    rate = float(rate) if rate else None
+    for index, request in enumerate(requests):
+        if setting.circuit_state == circuit.OPEN:
+            return None  # opened meanwhile: the rest is routed again by the next step
         if limits:
-            granted = ratelimit.take_quota(company_id, key, len(candidates), limits)
-            for msg in candidates[granted:]:
-                msg.reasons.append(f"{label}: plan quota spent ({limits.get('day')}/day, {limits.get('month')}/month)")
-                ledger.event(msg.id, "attempt", f"{label} skipped: plan quota spent", None, key)
-            candidates = candidates[:granted]
-            if not candidates:
-                continue
-
-        # An empty send rate on the settings page means the gateway's default pace.
-        rate = (setting.options or {}).get("send_rate") or getattr(gateway, "default_send_rate", None)
-        rate = float(rate) if rate else None
-        # A rate-limited gateway gets at most one second's worth at a time, not the whole batch in a burst.
-        step = max(1, int(rate)) if rate else len(candidates)
-        not_taken = 0
-        for start in range(0, len(candidates), step):
-            chunk = candidates[start:start + step]
-            wait = ratelimit.reserve_send_slot(company_id, key, len(chunk), rate, max_wait=MAX_RATE_WAIT_SECONDS)
-            if wait > MAX_RATE_WAIT_SECONDS:
-                # Far behind this gateway's pace (a big batch at a few messages/s): come back when the
-                # slot is due rather than sleep past the job's timeout.
-                rest = candidates[start:]
-                not_taken += len(rest)
-                _defer(rest, ledger, pending, label, wait, now, retry_groups)
-                break
-            if wait > 0:
-                ledger.commit()  # never sleep holding the claim's uncommitted write
-                time.sleep(wait)
-            not_taken += _attempt(company_id, setting, config, chunk, outbound, ledger, pending, viber_ids, counts)
-        if limits:
-            ratelimit.give_back_quota(company_id, key, not_taken, limits)
-        ledger.commit()
-
-    retry_groups.update(_retry_or_fail(list(pending.values()), ledger, now, counts))
-    ledger.commit()
-    for (lane, delay), ids in retry_groups.items():
-        queue(lane).enqueue_in(timedelta(seconds=delay), JOB, company_id, ids)
-    return dict(counts)
+            granted = ratelimit.take_quota(run.company_id, key, len(request), limits)
+            if granted < len(request):
+                ratelimit.give_back_quota(run.company_id, key, granted, limits)
+                rest = [by_id[m.sms_id] for r in requests[index:] for m in r]
+                _quota_spent(run, key, rest, limits, result)
+                return None
+        wait = ratelimit.reserve_send_slot(run.company_id, key, len(request), rate, max_wait=MAX_RATE_WAIT_SECONDS)
+        if wait > MAX_RATE_WAIT_SECONDS:
+            if limits:
+                ratelimit.give_back_quota(run.company_id, key, len(request), limits)
+            rest = [by_id[m.sms_id] for r in requests[index:] for m in r]
+            _paced(run, rest, rate)
+            return utcnow() + timedelta(seconds=wait)
+        if wait > 0:
+            time.sleep(wait)
+        taken = _request(run, setting, config, request, by_id, result)
+        if limits and taken < len(request):
+            ratelimit.give_back_quota(run.company_id, key, len(request) - taken, limits)
+        renew()
+        if time.monotonic() >= deadline and index + 1 < len(requests):
+            result.more = True
+            return None
+    return None
 
 
-def _attempt(company_id: int, setting, config, chunk: list[_Claimed], outbound: dict[int, OutboundMessage],
-             ledger: _Ledger, pending: dict[int, _Claimed], viber_ids: dict[int, str], counts) -> int:
-    """One call to one gateway for these messages; returns how many it did not take."""
+def _request(run: _Run, setting, config, request: list[OutboundMessage], by_id: dict[int, _Row],
+             result: DrainResult) -> int:
+    """Claim, call, settle one provider request. Returns how many messages the provider took."""
     key = setting.gateway
     gateway = get_gateway(key)
     label = GATEWAY_LABELS.get(key, key)
-    # The attempt is on record before the provider hears of it.
-    for msg in chunk:
-        msg.tried.append(key)
-        ledger.event(msg.id, "attempt", f"sending through {label} (key {outbound[msg.id].idempotency_key})",
-                     status.SENDING, key)
-    ledger.commit()
-    results = _send(gateway, [outbound[m.id] for m in chunk], config)
-
-    not_taken = 0
-    for msg in chunk:
-        result = results.get(msg.id) or SendResult(msg.id, GATEWAY_ERROR, detail=f"{label} gave no answer for it")
-        if result.outcome == ACCEPTED:
-            # Earlier rounds' reasons stay in the event log; the row's error is cleared.
-            ledger.settle(msg, status.SENT, result.detail or f"accepted by {label}", gateway=key,
-                          provider_message_id=result.provider_message_id,
-                          cost=result.cost[:32] if result.cost else None)
-            pending.pop(msg.id)
-            counts["sent"] += 1
-            continue
-        not_taken += 1
-        if result.outcome == REJECTED:
-            reason = _joined(msg.reasons + [result.detail])
-            history = ((msg.error + "\n") if msg.error else "") + reason
-            ledger.settle(msg, status.FAILED, reason, gateway=key, error=history)
-            pending.pop(msg.id)
-            counts["failed"] += 1
-            continue
-        msg.reasons.append(result.detail)
-        ledger.event(msg.id, "attempt", f"gateway error, trying the next one: {result.detail}", None, key)
-        if result.recipient_unreachable and msg.person_id:
-            _forget_viber_id(company_id, msg.person_id)
-            ledger.event(msg.id, "note", f"Viber id removed from the person: {result.detail}", None, key)
-            viber_ids.pop(msg.person_id, None)
-    ledger.commit()
-    return not_taken
+    now = utcnow()
+    claimed = set(ledger.claim(run.company_id, [m.sms_id for m in request], key, where=_due(run.company_id, now)))
+    db.session.commit()
+    request = [m for m in request if m.sms_id in claimed]
+    if not request:
+        return 0
+    try:
+        answers = {r.sms_id: r for r in gateway.send_batch(request, config)}
+    except Exception as exc:  # a bug in a gateway module: the request may have gone out
+        log.exception("gateway %s raised while sending", key)
+        answers = {m.sms_id: SendResult(m.sms_id, MAYBE_SENT, detail=f"{label} failed: {type(exc).__name__}")
+                   for m in request}
+    return _settle(run, setting, request, answers, by_id, result)
 
 
-def _defer(messages: list[_Claimed], ledger: _Ledger, pending: dict[int, _Claimed], label: str, wait: float, now,
-           groups: dict[tuple[str, int], list[int]]) -> None:
-    """Back to queued for when the send rate allows; not an attempt, so it does not count as one."""
-    delay = int(wait) + 1
-    for msg in messages:
-        msg.attempts -= 1
-        ledger.settle(msg, status.QUEUED, f"waiting for {label}'s send rate; continues in {delay} s",
-                      error=msg.error, next_attempt_at=now + timedelta(seconds=delay), kind="status")
-        pending.pop(msg.id)
-        groups[(msg.lane, delay)].append(msg.id)
+def _settle(run: _Run, setting, request: list[OutboundMessage], answers: dict[int, SendResult],
+            by_id: dict[int, _Row], result: DrainResult) -> int:
+    """Commit one request's outcome, message by message, and feed the circuit breaker."""
+    key = setting.gateway
+    label = GATEWAY_LABELS.get(key, key)
+    config = run.configs[key]
+    now = utcnow()
+    window = timedelta(seconds=current_app.config["SMS_UNCONFIRMED_WINDOW_SECONDS"])
+    sent, failed, unconfirmed, not_sent = [], [], [], []
+    gateway_answered = False
+    first_failure = ""
+    for message in request:
+        row = by_id[message.sms_id]
+        answer = answers.get(message.sms_id) or SendResult(message.sms_id, MAYBE_SENT,
+                                                           detail=f"{label} gave no answer for it")
+        detail = scrub(answer.detail or "", config.credentials)
+        attempt = row.attempts + 1
+        tried = row.tried + [key]
+        if answer.outcome == ACCEPTED:
+            gateway_answered = True
+            sent.append(ledger.Change(row.id, detail or f"accepted by {label}", key, {
+                "provider_message_id": answer.provider_message_id, "cost": answer.cost[:32] if answer.cost else None,
+                "error": None}))
+        elif answer.outcome == REJECTED:
+            gateway_answered = True
+            failed.append(ledger.Change(row.id, detail, key, {
+                "error": _history(row, attempt, label, detail), "tried_gateways": tried}))
+        elif answer.outcome == NOT_SENT:
+            if answer.recipient_unreachable:
+                gateway_answered = True  # about this person, not the gateway
+                if row.person_id:
+                    _forget_viber_id(run, row, detail)
+            else:
+                first_failure = first_failure or detail
+            row.error = _history(row, attempt, label, detail)
+            row.attempts, row.tried, row.last = attempt, tried, detail
+            not_sent.append(row)
+        else:
+            first_failure = first_failure or detail
+            unconfirmed.append(ledger.Change(
+                row.id, f"{detail}; waiting for {label}'s report", key,
+                {"report_due_at": now + window, "error": _history(row, attempt, label, detail),
+                 "tried_gateways": tried}))
+    moved_sent = ledger.move_each(run.company_id, status.SENT, sent, kind="attempt",
+                                  sources=(status.SENDING, status.UNCONFIRMED))
+    ledger.move_each(run.company_id, status.FAILED, failed, kind="attempt", sources=(status.SENDING,))
+    ledger.move_each(run.company_id, status.UNCONFIRMED, unconfirmed, kind="attempt", sources=(status.SENDING,))
+    _not_sent(run, key, not_sent, now, result)
+    if gateway_answered:
+        circuit.record_success(setting, now)
+    else:
+        circuit.record_failure(setting, first_failure, now)
+    db.session.commit()
+    result.add("sent", len(moved_sent))
+    result.add("failed", len(failed))
+    result.add("unconfirmed", len(unconfirmed))
+    return len(sent)
 
 
-def _expire(company_id: int, sms_ids: list[int], now) -> int:
-    expired = ledger.move(company_id, sms_ids, status.EXPIRED, "its validity period passed before it could be sent",
-                          sources=(status.QUEUED,), where=Sms.expires_at.is_not(None) & (Sms.expires_at <= now))
-    if expired:
-        db.session.commit()
-    return len(expired)
+def _not_sent(run: _Run, key: str, rows: list[_Row], now: datetime, result: DrainResult) -> None:
+    """Back to queued: at once for the next gateway of this round, or after a backoff when every
+    gateway of the round said no."""
+    if not rows:
+        return
+    label = GATEWAY_LABELS.get(key, key)
+    onward, round_over = [], []
+    for row in rows:
+        more = [s for s in run.usable() if s.gateway not in row.tried
+                and get_gateway(s.gateway).can_reach(_outbound(run, row, s.gateway))]
+        (onward if more else round_over).append(row)
+    ledger.requeue(run.company_id, [
+        ledger.Change(r.id, f"not sent by {label}: {r.last}; trying the next gateway", key,
+                      {"tried_gateways": r.tried, "error": r.error, "next_attempt_at": now, "waiting_reason": None})
+        for r in onward], kind="attempt")
+    changes = []
+    for row in round_over:
+        at = min(now + timedelta(seconds=retry_delay_seconds(row.attempts)), _valid_until(row))
+        reason = f"gateway down, retrying at {run.local(at)}"
+        changes.append(ledger.Change(row.id, f"not sent by {label}: {row.last}; no gateway took it, {reason}", key, {
+            "tried_gateways": [], "error": row.error, "next_attempt_at": at, "waiting_reason": reason}))
+    ledger.requeue(run.company_id, changes)
+    result.add("retry", len(rows))
 
 
-def _claim(company_id: int, sms_ids: list[int], now) -> list[_Claimed]:
-    """queued → sending in one conditional UPDATE; returns the messages this run owns once the
-    caller commits (a second run's UPDATE waits for that commit, then finds them `sending`)."""
-    slack = now + timedelta(seconds=2)  # RQ's scheduler may fire a hair before the stored time
-    statement = (
-        update(Sms)
-        .where(Sms.company_id == company_id, Sms.id.in_(sms_ids), Sms.direction == "outbound",
-               Sms.status == status.QUEUED, Sms.provider_message_id.is_(None),
-               or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack),
-               # A paused broadcast's messages stay queued; resuming hands them to the queue again.
-               or_(Sms.broadcast_id.is_(None),
-                   Sms.broadcast_id.not_in(select(Broadcast.id).where(Broadcast.company_id == company_id,
-                                                                      Broadcast.state == "paused"))))
-        .values(status=status.SENDING, attempts=Sms.attempts + 1, tried_gateways=[], updated_at=now)
-        .returning(Sms.id, Sms.number, Sms.body, Sms.person_id, Sms.attempts, Sms.lane, Sms.error)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted((_Claimed(*row) for row in db.session.execute(statement).all()), key=lambda m: m.id)
+def retry_delay_seconds(attempts: int) -> int:
+    """Exponential backoff after this many attempts: base, 2×base, 4×base… capped."""
+    base = current_app.config["SMS_RETRY_BASE_SECONDS"]
+    return int(min(base * 2 ** min(max(attempts - 1, 0), 30), current_app.config["SMS_RETRY_MAX_SECONDS"]))
+
+
+# ----------------------------------------------------------------------------- waiting (no status change)
+
+def _postpone(run: _Run, rows: list[_Row], at: datetime, reason: str, *, tried: list | None = None,
+              error: str | None = None) -> None:
+    """Queued rows stay queued, due later, with their reason on view."""
+    values = {"next_attempt_at": at, "waiting_reason": reason[:160]}
+    if tried is not None:
+        values["tried_gateways"] = tried
+    if error is not None:
+        values["error"] = error
+    db.session.execute(update(Sms).where(Sms.id.in_([r.id for r in rows]), Sms.status == status.QUEUED)
+                       .values(values).execution_options(synchronize_session=False))
+    ledger.write_events([ledger.event_row(run.company_id, r.id, "note", f"waiting: {reason}") for r in rows])
+
+
+def _end_round(run: _Run, rows: list[_Row], reason: str, now: datetime) -> None:
+    for row in rows:
+        at = min(now + timedelta(seconds=retry_delay_seconds(max(row.attempts, 1))), _valid_until(row))
+        _postpone(run, [row], at, f"{reason[:100]}; retrying at {run.local(at)}", tried=[],
+                  error=_history(row, row.attempts, "", reason))
+
+
+def _quota_spent(run: _Run, key: str, rows: list[_Row], limits: dict, result: DrainResult) -> None:
+    """The plan's quota is spent: the next gateway takes them, or they wait for the reset."""
+    label = GATEWAY_LABELS.get(key, key)
+    now = utcnow()
+    used = ratelimit.quota_used(run.company_id, key, limits, now)
+    month_spent = used.get("month", 0) >= limits.get("month", float("inf"))
+    if month_spent:
+        reset = (now.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    else:
+        reset = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    waiting = []
+    for row in rows:
+        more = [s for s in run.usable() if s.gateway not in row.tried + [key]
+                and get_gateway(s.gateway).can_reach(_outbound(run, row, s.gateway))]
+        if more:
+            db.session.execute(update(Sms).where(Sms.id == row.id, Sms.status == status.QUEUED)
+                               .values(tried_gateways=row.tried + [key]).execution_options(synchronize_session=False))
+            ledger.note(run.company_id, row.id, f"{label} skipped: plan quota spent", gateway=key)
+        else:
+            waiting.append(row)
+    if waiting:
+        when = run.local(reset) if not month_spent else reset.astimezone(run.tz).strftime("%d %b %H:%M")
+        at = min(reset, min(_valid_until(r) for r in waiting))
+        _postpone(run, waiting, at, f"waiting for quota (resets {when})")
+        result.add("waiting", len(waiting))
+    db.session.commit()
+
+
+def _paced(run: _Run, rows: list[_Row], rate: float) -> None:
+    """The send rate has no slot now: say how long the lane's backlog takes at this pace."""
+    backlog = db.session.scalar(select(func.count()).select_from(Sms).where(
+        Sms.company_id == run.company_id, Sms.lane == run.lane, Sms.status == status.QUEUED))
+    seconds = backlog / rate
+    eta = f"about {max(1, round(seconds / 60))} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
+    reason = f"paced at {rate:g}/s: {eta}"
+    db.session.execute(update(Sms).where(Sms.id.in_([r.id for r in rows]), Sms.status == status.QUEUED)
+                       .values(waiting_reason=reason).execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def _history(row: _Row, attempt: int, label: str, detail: str) -> str:
+    line = f"attempt {attempt}" + (f" ({label})" if label else "") + f": {detail}"
+    return (((row.error + "\n") if row.error else "") + line)[-HISTORY_LIMIT:]
+
+
+def _outbound(run: _Run, row: _Row, key: str) -> OutboundMessage:
+    return OutboundMessage(sms_id=row.id, number=row.number, body=row.body,
+                           viber_id=run.viber_ids.get(row.person_id) if row.person_id else None,
+                           idempotency_key=f"mpm-{run.company_id}-{row.id}-{row.attempts + 1}-{key}")
 
 
 def _viber_ids(company_id: int, person_ids: set[int]) -> dict[int, str]:
@@ -259,54 +460,15 @@ def _viber_ids(company_id: int, person_ids: set[int]) -> dict[int, str]:
     return {pid: vid for pid, vid in rows}
 
 
-def _outbound(company_id: int, msg: _Claimed, viber_ids: dict[int, str], key: str) -> OutboundMessage:
-    return OutboundMessage(sms_id=msg.id, number=msg.number, body=msg.body,
-                           viber_id=viber_ids.get(msg.person_id) if msg.person_id else None,
-                           idempotency_key=f"mpm-{company_id}-{msg.id}-{msg.attempts}-{key}")
-
-
-def _send(gateway, messages: list[OutboundMessage], config) -> dict[int, SendResult]:
-    try:
-        results = gateway.send_batch(messages, config)
-    except Exception as exc:  # a bug in a gateway module must not strand the batch in `sending`
-        log.exception("gateway %s raised while sending", gateway.key)
-        results = [SendResult(m.sms_id, GATEWAY_ERROR, detail=f"{gateway.label} failed: {type(exc).__name__}")
-                   for m in messages]
-    return {r.sms_id: r for r in results}
-
-
-def _forget_viber_id(company_id: int, person_id: int) -> None:
-    db.session.execute(update(Person).where(Person.company_id == company_id, Person.id == person_id)
+def _forget_viber_id(run: _Run, row: _Row, detail: str) -> None:
+    """Viber says this person cannot be reached through it: their Viber id is dropped."""
+    person_id = row.person_id
+    ledger.note(run.company_id, row.id, f"Viber id removed from the person: {detail}", gateway="viber")
+    db.session.execute(update(Person).where(Person.company_id == run.company_id, Person.id == person_id)
                        .values(viber_id=None).execution_options(synchronize_session=False))
+    run.viber_ids.pop(person_id, None)
 
 
-def _joined(reasons: list[str]) -> str:
-    return "; ".join(r for r in reasons if r)
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
-
-def retry_delay_seconds(attempts: int) -> int:
-    """Exponential backoff after the given number of rounds: base, 2×base, 4×base…"""
-    base = current_app.config["SMS_RETRY_BASE_SECONDS"]
-    return int(base * 2 ** max(attempts - 1, 0))
-
-
-def _retry_or_fail(messages: list[_Claimed], ledger: _Ledger, now, counts) -> dict[tuple[str, int], list[int]]:
-    """No gateway took these: back to queued with the due time stored, or failed after the last attempt."""
-    max_attempts = current_app.config["SMS_MAX_ATTEMPTS"]
-    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-    for msg in messages:
-        reasons = "; ".join(msg.reasons) or "no active gateway can carry this message"
-        history = ((msg.error + "\n") if msg.error else "") + f"attempt {msg.attempts}: {reasons}"
-        last_gateway = msg.tried[-1] if msg.tried else None
-        if msg.attempts >= max_attempts:
-            ledger.settle(msg, status.FAILED, f"gave up after {msg.attempts} attempts", gateway=last_gateway,
-                          error=f"gave up after {msg.attempts} attempts:\n{history}", kind="status")
-            counts["failed"] += 1
-            continue
-        delay = retry_delay_seconds(msg.attempts)
-        # Back to queued is not a step forward, so it is written here rather than through status.move.
-        ledger.settle(msg, status.QUEUED, f"no gateway took it; retry {msg.attempts + 1} in {delay} s",
-                      gateway=last_gateway, error=history, next_attempt_at=now + timedelta(seconds=delay), kind="status")
-        groups[(msg.lane, delay)].append(msg.id)
-        counts["retry"] += 1
-    return groups

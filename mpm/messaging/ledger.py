@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal_column, select, update
 
 from mpm.extensions import db
 from mpm.messaging import status as st
@@ -95,13 +95,18 @@ def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str
         params.append(row)
     assignments = {"status": new, "updated_at": now,
                    **{c: bindparam(f"_{c}", type_=_sms.c[c].type) for c in columns}}
+    # An executemany cannot carry an expanding IN parameter: the statuses (our own constants) are
+    # written into the statement.
+    statuses = [literal_column(f"'{s}'") for s in sorted(allowed)]
     statement = (update(_sms)
-                 .where(_sms.c.company_id == company_id, _sms.c.id == bindparam("_id"), _sms.c.status.in_(allowed))
+                 .where(_sms.c.company_id == company_id, _sms.c.id == bindparam("_id"), _sms.c.status.in_(statuses))
                  .values(assignments))
-    db.session.execute(statement, params)
     ids = [c.sms_id for c in changes]
-    moved = set(db.session.scalars(select(_sms.c.id).where(
-        _sms.c.id.in_(ids), _sms.c.status == new, _sms.c.updated_at == now)))
+    if db.session.execute(statement, params).rowcount == len(ids):
+        moved = set(ids)  # every row moved (the common case): no read-back needed
+    else:
+        moved = set(db.session.scalars(select(_sms.c.id).where(
+            _sms.c.id.in_(ids), _sms.c.status == new, _sms.c.updated_at == now)))
     write_events([event_row(company_id, c.sms_id, kind, c.detail, new, c.gateway, now)
                   for c in changes if c.sms_id in moved])
     return [c.sms_id for c in changes if c.sms_id in moved]
@@ -111,3 +116,36 @@ def requeue(company_id: int, changes: Sequence[Change], *, kind: str = "status")
     """`sending` → `queued`: the one backward move, for messages no gateway took for sure (the
     retry's due time goes in values["next_attempt_at"])."""
     return move_each(company_id, st.QUEUED, changes, kind=kind, sources=(st.SENDING,))
+
+
+# ----------------------------------------------------------------------------- send engine
+
+def close_unconfirmed(now: datetime, reason: str, limit: int = 10_000) -> int:
+    """Unconfirmed messages whose report window passed: they stay `unconfirmed` (a final state
+    now), say why, and no longer wait (report_due_at cleared). Returns how many."""
+    rows = db.session.execute(select(_sms.c.id, _sms.c.company_id).where(
+        _sms.c.status == st.UNCONFIRMED, _sms.c.report_due_at.is_not(None), _sms.c.report_due_at <= now)
+        .limit(limit)).all()
+    if not rows:
+        return 0
+    ids = [r[0] for r in rows]
+    db.session.execute(update(_sms).where(_sms.c.id.in_(ids), _sms.c.status == st.UNCONFIRMED)
+                       .values(error=reason, report_due_at=None, updated_at=now))
+    write_events([event_row(company_id, sid, "status", reason, st.UNCONFIRMED, None, now) for sid, company_id in rows])
+    return len(rows)
+
+
+def claim(company_id: int, sms_ids: Sequence[int], gateway: str, where=None) -> list[int]:
+    """`queued` → `sending` for one provider request: the messages this request may send (a second
+    claimer of the same rows gets none of them). No event here: the request's outcome writes one per
+    message, and a crash before it is explained by the sweep's move to `unconfirmed`."""
+    if not sms_ids:
+        return []
+    statement = (update(_sms)
+                 .where(_sms.c.company_id == company_id, _sms.c.id.in_(list(sms_ids)), _sms.c.status == st.QUEUED)
+                 .values(status=st.SENDING, gateway=gateway, attempts=_sms.c.attempts + 1, waiting_reason=None,
+                         updated_at=utcnow())
+                 .returning(_sms.c.id))
+    if where is not None:
+        statement = statement.where(where)
+    return list(db.session.scalars(statement))

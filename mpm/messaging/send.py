@@ -1,8 +1,9 @@
 """The one way into sending: every sender (send panel, new message, transactions, tickets, API)
-calls queue_messages. It validates, stores `Sms` rows as queued, commits, then enqueues batches."""
+calls queue_messages. It validates, stores `Sms` rows as queued, commits, then makes sure a send
+job drains the lane (mpm.jobs.enqueue_send)."""
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -13,7 +14,9 @@ from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo, analyse
 from mpm.models import Person, Sms
 from mpm.phones import is_valid_e164
-from mpm.queue import HIGH, queue
+from mpm.jobs import enqueue_send
+from mpm.models.base import utcnow
+from mpm.queue import HIGH
 
 NO_ACTIVE_PROVIDER = "No active SMS provider"
 
@@ -101,6 +104,8 @@ def queue_messages(
         if existing is not None:
             return [existing]
     check_provider(company_id, recipients)
+    if expires_at is None:  # every message has a validity: retried until then, `expired` after
+        expires_at = utcnow() + timedelta(hours=current_app.config["SMS_VALIDITY_HOURS"])
     messages = [
         Sms(company_id=company_id, direction="outbound", person_id=r.person_id, number=r.number, body=body,
             encoding=info.encoding, segments=info.segments, status=status.QUEUED, trigger=trigger,
@@ -112,13 +117,5 @@ def queue_messages(
     db.session.flush()
     ledger.record_stored(messages, f"queued ({trigger})")
     db.session.commit()
-    enqueue_batches(company_id, [m.id for m in messages], lane)
+    enqueue_send(company_id, lane)  # after commit: the job must never run before the rows exist
     return messages
-
-
-def enqueue_batches(company_id: int, sms_ids: Sequence[int], lane: str) -> None:
-    """After commit: the worker must never run before the rows exist."""
-    size = current_app.config["SMS_BATCH_SIZE"]
-    q = queue(lane)
-    for start in range(0, len(sms_ids), size):
-        q.enqueue("mpm.messaging.dispatch.send_batch", company_id, list(sms_ids[start:start + size]))

@@ -1,72 +1,84 @@
-"""Finds messages whose job was lost, so nothing sits `queued` forever.
+"""The periodic sweep (every SMS_SWEEP_SECONDS, enqueued by mpm.worker): notices work that lost its
+job and waits that are over. A plain list of steps; each is safe to run twice and at any moment.
 
-Run every minute from the worker (mpm.worker). A retry's due time is in the database before its
-RQ job is scheduled; if Redis lost the job, the due time is still here:
-- `queued` and due for longer than the grace period, or never picked up for that long (unless its
-  broadcast is paused: resuming hands those over) → enqueued again (next_attempt_at set to now, so each message is re-enqueued at most once per grace period;
-  a duplicate job is harmless: the claim in dispatch lets only one run send);
+- a `sending` message whose lane has no live send job (the worker died inside a provider request)
+  → `unconfirmed`: the provider may have taken it, so it is never sent again;
+- due `queued` messages of a lane without a live send job (Redis lost it, a worker died between
+  jobs) → a new send job;
+- `unconfirmed` past its report window → stays `unconfirmed`, says so, the wait is closed;
 - a sending broadcast whose job chain died with its worker (no fan-out lease, no job waiting) →
-  its fan-out is resumed from the stored resume point (mpm.broadcasts.fanout.resume_stalled_fanouts);
-- `sending` for longer than SMS_STUCK_SENDING_MINUTES (the worker died mid-call) → failed, not
-  resent: the provider may have taken it, and a double send is worse than a visible failure.
+  its fan-out goes on from the stored resume point (mpm.broadcasts.fanout.resume_stalled_fanouts).
 """
-from collections import defaultdict
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select
 
+from mpm import jobs, leases
 from mpm.broadcasts.fanout import resume_stalled_fanouts
 from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.models import Broadcast, Sms
 from mpm.models.base import utcnow
-from mpm.queue import queue
 
-DISPATCH_JOB = "mpm.messaging.dispatch.send_batch"
+CRASHED = ("the worker stopped during the request to the gateway; the gateway may have taken it, "
+           "so it is not sent again: waiting for the provider's report")
+NO_REPORT = "the gateway may have sent it; no report came"
 
 
-def sweep_lost_messages(now=None) -> dict:
+def sweep(now=None) -> dict:
     now = now or utcnow()
-    grace = timedelta(seconds=current_app.config.get("SMS_SWEEP_GRACE_SECONDS", 600))
-    stuck = timedelta(minutes=current_app.config.get("SMS_STUCK_SENDING_MINUTES", 15))
-    batch = current_app.config["SMS_BATCH_SIZE"]
+    return {
+        "unconfirmed_after_crash": resolve_crashed_requests(now),
+        "lanes_restarted": restart_idle_lanes(now),
+        "unconfirmed_closed": close_unconfirmed_waits(now),
+        "broadcasts_resumed": len(resume_stalled_fanouts(now)),
+    }
 
+
+def resolve_crashed_requests(now) -> int:
+    # A live request is never older than a running job's lease (it renews it after each request),
+    # so an older `sending` row is an orphan even when a newer job of its lane holds the lease.
+    stale = now - timedelta(seconds=jobs.running_lease_seconds())
+    rows = db.session.execute(
+        select(Sms.id, Sms.company_id, Sms.lane, Sms.updated_at).where(Sms.status == status.SENDING)
+        .limit(10_000)).all()
+    orphans: dict[int, list[int]] = {}
+    for sms_id, company_id, lane, updated_at in rows:
+        if _aware(updated_at) <= stale or not leases.held(jobs.drain_lease(company_id, lane)):
+            orphans.setdefault(company_id, []).append(sms_id)
+    due = now + timedelta(seconds=current_app.config["SMS_UNCONFIRMED_WINDOW_SECONDS"])
+    moved = 0
+    for company_id, ids in orphans.items():
+        moved += len(ledger.move(company_id, ids, status.UNCONFIRMED, CRASHED, sources=(status.SENDING,),
+                                 values={"report_due_at": due, "error": CRASHED}))
+    db.session.commit()
+    return moved
+
+
+def restart_idle_lanes(now) -> int:
+    slack = now + timedelta(seconds=1)
     # A paused (or not yet started) broadcast's rows wait for it, not for the sweep.
     sending_broadcasts = select(Broadcast.id).where(Broadcast.state == "sending")
-    lost = db.session.execute(
-        select(Sms.id, Sms.company_id, Sms.lane)
-        .where(Sms.direction == "outbound", Sms.status == status.QUEUED,
-               or_(Sms.broadcast_id.is_(None), Sms.broadcast_id.in_(sending_broadcasts)),
-               or_(Sms.next_attempt_at <= now - grace,
-                   and_(Sms.next_attempt_at.is_(None), Sms.created_at <= now - grace)))
-        .order_by(Sms.id)
-        .limit(10_000)
-    ).all()
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for sms_id, company_id, lane in lost:
-        groups[(company_id, lane)].append(sms_id)
-    if lost:
-        db.session.execute(update(Sms).where(Sms.id.in_([row[0] for row in lost]))
-                           .values(next_attempt_at=now).execution_options(synchronize_session=False))
-
-    abandoned = db.session.execute(
-        select(Sms.id, Sms.company_id).where(Sms.direction == "outbound", Sms.status == status.SENDING,
-                                             Sms.updated_at <= now - stuck)
-        .limit(1_000)
-    ).all()
-    by_company: dict[int, list[int]] = defaultdict(list)
-    for sms_id, company_id in abandoned:
-        by_company[company_id].append(sms_id)
-    for company_id, ids in by_company.items():
-        ledger.move(company_id, ids, status.FAILED,
-                    "the worker stopped while handing this message to the gateway; it was not sent again because "
-                    "the gateway may have taken it. Check with the recipient before resending.",
-                    sources=(status.SENDING,))
+    lanes = db.session.execute(
+        select(Sms.company_id, Sms.lane).where(
+            Sms.status == status.QUEUED, or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack),
+            or_(Sms.broadcast_id.is_(None), Sms.broadcast_id.in_(sending_broadcasts)))
+        .group_by(Sms.company_id, Sms.lane)).all()
     db.session.commit()
-    for (company_id, lane), ids in groups.items():
-        q = queue(lane)
-        for start in range(0, len(ids), batch):
-            q.enqueue(DISPATCH_JOB, company_id, ids[start:start + batch])
-    resumed = resume_stalled_fanouts(now)
-    return {"requeued": len(lost), "failed_stuck": len(abandoned), "broadcasts_resumed": len(resumed)}
+    started = 0
+    for company_id, lane in lanes:
+        if not leases.held(jobs.drain_lease(company_id, lane)):
+            jobs.enqueue_send(company_id, lane)
+            started += 1
+    return started
+
+
+def _aware(value):
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def close_unconfirmed_waits(now) -> int:
+    closed = ledger.close_unconfirmed(now, NO_REPORT)
+    db.session.commit()
+    return closed

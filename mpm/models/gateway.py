@@ -25,3 +25,10 @@ class GatewaySetting(TenantMixin, TimestampMixin, db.Model):
     validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Non-secret options (sandbox/live, quotas, send rate…).
     options: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Circuit breaker (mpm.messaging.circuit): closed = in use; open = skipped since circuit_since
+    # after repeated failures; probing = one request is testing it.
+    circuit_state: Mapped[str] = mapped_column(String(8), default="closed", server_default="closed")
+    circuit_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

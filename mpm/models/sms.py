@@ -24,6 +24,8 @@ class Sms(TenantMixin, db.Model):
         # picks this index over ix_sms_company_id.
         Index("ix_sms_gateway_message", "gateway", "provider_message_id", "company_id"),
         Index("ix_sms_due", "status", "next_attempt_at"),
+        # A send job takes the due queued rows of one company and lane in id order.
+        Index("ix_sms_lane_queue", "company_id", "lane", "status", "id"),
         # Same trigger object never produces two messages (e.g. a transaction posted twice).
         UniqueConstraint("company_id", "dedupe_key"),
     )
@@ -51,6 +53,10 @@ class Sms(TenantMixin, db.Model):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # Queued: why it waits ("waiting for quota (resets 00:00)", "gateway down, retrying at 10:42"…).
+    waiting_reason: Mapped[str | None] = mapped_column(String(160))
+    # Unconfirmed: until when the provider's report is awaited; cleared when the wait is over.
+    report_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # inbound: staff saw it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
