@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from flask import current_app
-from rq import Retry
+from rq import Retry, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
@@ -87,11 +87,18 @@ def enqueue_send(company_id: int, lane: str, at: datetime | None = None) -> None
 
 
 # ------------------------------------------------------------------------------------- broadcasts
+# A broadcast moves on through one chain of jobs (fan-out chunks, then done checks), each
+# enqueueing the next. The chain's next job is recorded, so the sweep can tell a broadcast whose
+# job waits in the queue from one whose job died with its worker (mpm.broadcasts.fanout.
+# resume_stalled_fanouts), and so a stray duplicate job (one given up for dead that runs after all,
+# or a resume that raced a live job) ends its chain instead of running beside it.
 
 def fanout(broadcast_id: int) -> str:
     """RQ job: expand the next chunk of a broadcast's audience into messages."""
     from mpm.broadcasts.fanout import run_broadcast
 
+    if _superseded(broadcast_id):
+        return "superseded"
     return run_broadcast(broadcast_id)
 
 
@@ -99,6 +106,8 @@ def broadcast_done_check(broadcast_id: int) -> str:
     """RQ job: settle a broadcast once none of its messages is in flight."""
     from mpm.broadcasts.fanout import check_done
 
+    if _superseded(broadcast_id):
+        return "superseded"
     return check_done(broadcast_id)
 
 
@@ -106,36 +115,36 @@ def enqueue_fanout(broadcast_id: int, at: datetime | None = None) -> Job:
     """After commit. A failed fan-out job is retried; chunks already committed are never redone."""
     retry = Retry(max=3, interval=[10, 60, 300])
     if at is not None:
-        return queue(BULK).enqueue_at(at, fanout, broadcast_id, retry=retry)
-    return queue(BULK).enqueue(fanout, broadcast_id, retry=retry)
+        job = queue(BULK).enqueue_at(at, fanout, broadcast_id, retry=retry)
+    else:
+        job = queue(BULK).enqueue(fanout, broadcast_id, retry=retry)
+    _record_next_job(broadcast_id, job)
 
 
 def enqueue_done_check(broadcast_id: int, after: timedelta | None = None) -> Job:
     if after is None:
-        return queue(BULK).enqueue(broadcast_done_check, broadcast_id)
-    return queue(BULK).enqueue_in(after, broadcast_done_check, broadcast_id)
+        job = queue(BULK).enqueue(broadcast_done_check, broadcast_id)
+    else:
+        job = queue(BULK).enqueue_in(after, broadcast_done_check, broadcast_id)
+    _record_next_job(broadcast_id, job)
 
 
-# A broadcast moves on through one chain of jobs (fan-out chunks, then done checks), each
-# enqueueing the next. The chain's next job is recorded, so the sweep can tell a broadcast whose
-# job waits in the queue from one whose job died with its worker, and so a stray duplicate job
-# (a resume that raced a live job) ends its chain instead of running beside it.
-_NEXT_JOB = "mpm:broadcast:next-job:"
-_NEXT_JOB_TTL = 8 * 24 * 3600  # beyond the longest broadcast validity (7 days)
+NEXT_JOB = "mpm:broadcast:next-job:"
+_NEXT_JOB_TTL = 8 * 24 * 3600  # longer than any broadcast's validity
 _WAITING = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+# RQ's scheduler dies with its worker, and another worker takes it over only minutes later.
 SCHEDULER_LATE = timedelta(seconds=20)
 
 
-def record_next_job(broadcast_id: int, job: Job) -> None:
-    redis_connection().set(_NEXT_JOB + str(broadcast_id), job.id, ex=_NEXT_JOB_TTL)
+def _record_next_job(broadcast_id: int, job: Job) -> None:
+    redis_connection().set(NEXT_JOB + str(broadcast_id), job.id, ex=_NEXT_JOB_TTL)
 
 
 def next_job_waiting(broadcast_id: int, now: datetime | None = None) -> bool:
     """True while the broadcast's next job sits in the queue, or waits for its time or a retry.
-    A job whose time is long past is not waiting but stuck: RQ's scheduler died with its worker
-    (another worker takes the scheduler over only after a few minutes)."""
+    A job whose time is long past is not waiting but stuck (its scheduler died)."""
     connection = redis_connection()
-    job_id = connection.get(_NEXT_JOB + str(broadcast_id))
+    job_id = connection.get(NEXT_JOB + str(broadcast_id))
     if job_id is None:
         return False
     try:
@@ -149,11 +158,12 @@ def next_job_waiting(broadcast_id: int, now: datetime | None = None) -> bool:
     return state in _WAITING
 
 
-def superseded(broadcast_id: int, job: Job | None) -> bool:
-    """True when `job` is no longer the broadcast's recorded next job (a newer chain took over)."""
+def _superseded(broadcast_id: int) -> bool:
+    """True when the running job is no longer the broadcast's recorded next job."""
+    job = get_current_job()
     if job is None:  # called directly, not from a worker
         return False
-    recorded = redis_connection().get(_NEXT_JOB + str(broadcast_id))
+    recorded = redis_connection().get(NEXT_JOB + str(broadcast_id))
     return recorded is not None and recorded.decode() != job.id
 
 

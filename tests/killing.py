@@ -113,6 +113,13 @@ class WorkerPool:
     def by_pid(self, pid: int) -> subprocess.Popen | None:
         return next((p for p in self.running if p.pid == pid), None)
 
+    def ready(self, connection) -> list[subprocess.Popen]:
+        """The running workers that finished starting (registered with RQ)."""
+        from rq import Worker
+
+        pids = {w.pid for w in Worker.all(connection=connection)}
+        return [p for p in self.running if p.pid in pids]
+
     def check_alive(self) -> None:
         for proc in self.running:
             if proc.poll() is not None:
@@ -132,8 +139,8 @@ class WorkerPool:
         self.running.clear()
 
 
-def worker_running(connection, pool: WorkerPool, func_name: str):
-    """The pool's worker process whose current job is `func_name`, or None."""
+def worker_running(connection, pool: WorkerPool, func_names: tuple[str, ...]):
+    """The pool's worker process whose current job is one of `func_names`, or None."""
     from rq import Worker
 
     for worker in Worker.all(connection=connection):
@@ -141,14 +148,14 @@ def worker_running(connection, pool: WorkerPool, func_name: str):
         if proc is None:
             continue
         job = worker.get_current_job()
-        if job is not None and job.func_name == func_name:
+        if job is not None and job.func_name in func_names:
             return proc
     return None
 
 
 # --- a broadcast scenario with kills, for the tests and the bench -----------------------------------
 
-FANOUT_JOB = "mpm.broadcasts.fanout.run_broadcast"
+FANOUT_JOBS = ("mpm.broadcasts.fanout.run_broadcast", "mpm.jobs.fanout")
 UNIFORM = "Notice U{n}: power will be off on Saturday 08:00-14:00 for maintenance."
 PERSONALISED = "Notice P{n}: Dear [name], power will be off on Saturday 08:00-14:00 for maintenance."
 
@@ -249,22 +256,88 @@ def kill_during(pool: WorkerPool, connection, kills: int, moment: str, still_run
                 gap: tuple[float, float] = (0.5, 3.0), timeout: float = 120) -> int:
     """SIGKILL `kills` times, `gap` seconds (random) apart, each time replacing the worker at once.
     moment="fanout": the next worker seen running a broadcast's fan-out job, a random few ms into
-    it (checked again right before the kill, so a worker that moved on to sending is spared);
-    moment="random": any worker, whatever it does. Stops early when still_running() turns False
+    it (stopped and checked again before the kill, so a worker that moved on to sending is spared);
+    moment="random": any worker that is up, whatever it does. Stops early when still_running() turns False
     (nothing left to kill into); returns how many kills were made."""
     deadline = time.monotonic() + timeout
     while len(pool.kills) < kills and time.monotonic() < deadline and still_running():
         pool.check_alive()
         time.sleep(rng.uniform(*gap))
-        if moment == "random":
-            pool.kill_and_replace(rng.choice(pool.running))
+        if moment == "random":  # any worker that is up: one still importing has nothing to lose
+            up = wait_until(lambda: pool.ready(connection), 60, "a worker to start", poll=0.05)
+            pool.kill_and_replace(rng.choice(up))
             continue
         while time.monotonic() < deadline and still_running():
-            victim = worker_running(connection, pool, FANOUT_JOB)
+            victim = worker_running(connection, pool, FANOUT_JOBS)
             if victim is not None:
                 time.sleep(rng.uniform(0, 0.01))
-                if worker_running(connection, pool, FANOUT_JOB) is victim:
+                # Frozen, it cannot move on to another job between this look and the kill.
+                os.kill(victim.pid, signal.SIGSTOP)
+                if worker_running(connection, pool, FANOUT_JOBS) is victim:
                     pool.kill_and_replace(victim)
                     break
+                os.kill(victim.pid, signal.SIGCONT)
             time.sleep(0.003)
     return len(pool.kills)
+
+
+SETTLED = ("delivered", "failed", "expired", "cancelled", "unconfirmed")  # final, or waiting visibly for a report
+
+
+def kill_while_sending(app, company_id: int, author_id: int, simulator: SimulatorProcess, pool: WorkerPool,
+                       people: int, kills: int, rng: random.Random, workers: int = 2,
+                       gap: tuple[float, float] = (0.5, 2.5), settle_timeout: float = 300,
+                       answer_delay: float = 0.1) -> dict:
+    """Two broadcasts to the same `people` customers, one body for all and one per person, sent
+    by `workers` worker processes of which `kills` are SIGKILLed at random moments (each replaced
+    at once). Waits until every message is final or unconfirmed and both broadcasts are done,
+    at most `settle_timeout` seconds after the last kill. The simulated provider takes
+    `answer_delay` seconds per request (as real ones take hundreds of ms), so kills land inside
+    requests. Returns the figures of issue 12."""
+    grid = seed_people(company_id, people)
+    enable_africastalking(company_id, simulator)
+    simulator.configure("africastalking", mode="late_accept", answer_delay=answer_delay)
+    server = serve_callbacks(app, company_id, simulator)
+    bodies = [UNIFORM.format(n=1), PERSONALISED.format(n=2)]
+    try:
+        for _ in range(workers):
+            pool.start()
+        from mpm.queue import redis_connection
+
+        wait_until(lambda: len(pool.ready(redis_connection())) == workers, 60, "the workers to start")
+        started = time.monotonic()
+        ids = start_broadcasts(company_id, author_id, grid, bodies)
+
+        def unsettled() -> int:
+            counts = status_counts(ids)
+            return sum(n for c in counts.values() for s, n in c.items() if s not in SETTLED)
+
+        def all_settled() -> bool:
+            return unsettled() == 0 and set(broadcast_states(ids).values()) == {"done"}
+
+        made = kill_during(pool, redis_connection(), kills, "random", lambda: not all_settled(), rng, gap=gap,
+                           timeout=settle_timeout)
+        last_kill = pool.kills[-1] if pool.kills else started
+        timed_out = False
+        try:
+            wait_until(all_settled, settle_timeout - (time.monotonic() - last_kill), "every message to settle",
+                       poll=1)
+        except AssertionError:
+            timed_out = True
+        settled_at = time.monotonic()
+    finally:
+        pool.stop()
+        server.shutdown()
+
+    received = simulator.received()
+    counts = status_counts(ids)
+    figures = {"kills": made, "people": people, "timed_out": timed_out, "statuses": counts,
+               "states": broadcast_states(ids), "seconds_to_settle_after_last_kill": round(settled_at - last_kill, 1),
+               "seconds_total": round(settled_at - started, 1)}
+    figures["duplicates"] = sum(max(0, n - 1) for body in bodies
+                                for n in copies_per_number(received, body.split(":")[0]).values())
+    figures["lost"] = sum(n for c in counts.values() for s, n in c.items() if s not in SETTLED) + sum(
+        people - sum(c.values()) for c in counts.values())
+    figures["crash_affected"] = {kind: counts[b].get("failed", 0) + counts[b].get("unconfirmed", 0)
+                                 for kind, b in zip(("uniform", "personalised"), ids)}
+    return figures

@@ -38,7 +38,7 @@ def crowd(app, company, simulator):
 
 def next_fanout_job(broadcast_id: int) -> Job:
     """The job the broadcast's chain goes on with."""
-    job_id = redis_connection().get(jobs._NEXT_JOB + str(broadcast_id)).decode()
+    job_id = redis_connection().get(jobs.NEXT_JOB + str(broadcast_id)).decode()
     return Job.fetch(job_id, connection=redis_connection())
 
 

@@ -17,7 +17,11 @@ from mpm.queue import redis_connection
 pytestmark = pytest.mark.queue
 
 PEOPLE = 400
-SETTINGS = {"MPM_SMS_SWEEP_SECONDS": "4", "MPM_FANOUT_LEASE_SECONDS": "4", "MPM_BROADCAST_CHUNK_SIZE": "20"}
+SETTINGS = {"MPM_SMS_SWEEP_SECONDS": "4", "MPM_FANOUT_LEASE_SECONDS": "4", "MPM_BROADCAST_CHUNK_SIZE": "20",
+            "MPM_SMS_UNCONFIRMED_WINDOW_SECONDS": "20"}
+# A kill can also take along a send job the worker had just taken off the queue; its lane waits
+# for the send job's lease (mpm.jobs.QUEUED_LEASE_SECONDS, 120 s) before the sweep restarts it.
+DONE_WITHIN = 240
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def test_five_kills_during_fanout_every_broadcast_completes_each_recipient_once(
         kills = kill_during(pool, redis_connection(), 5, "fanout", fanning_out, rng)
         assert kills == 5, "the fan-outs ended before five kills"
         try:
-            wait_until(lambda: set(broadcast_states(ids).values()) == {"done"}, 120, "every broadcast to be done",
+            wait_until(lambda: set(broadcast_states(ids).values()) == {"done"}, DONE_WITHIN, "every broadcast to be done",
                        poll=0.5)
         except AssertionError as timeout:
             raise AssertionError(f"{timeout}: {broadcast_states(ids)} {status_counts(ids)}") from None
@@ -63,5 +67,6 @@ def test_five_kills_during_fanout_every_broadcast_completes_each_recipient_once(
         copies = copies_per_number(received, body.split(":")[0])
         assert len(copies) == PEOPLE and max(copies.values()) == 1
     counts = status_counts(ids)
-    assert all(set(c) <= {"sent", "delivered"} for c in counts.values()), counts
+    # Nothing failed; a request caught by a kill after all would wait visibly as unconfirmed.
+    assert all(set(c) <= {"sent", "delivered", "unconfirmed"} for c in counts.values()), counts
     assert db.session.scalar(select(func.count(Sms.id))) == 3 * PEOPLE

@@ -18,15 +18,13 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 
 from flask import current_app
-from rq import get_current_job
 from sqlalchemy import DateTime, String, cast, insert, literal, or_, select, update
 
 from mpm import leases
-
 from mpm.broadcasts import audience as audiences
 from mpm.broadcasts import placeholders, progress, schedule
 from mpm.broadcasts.lifecycle import ACTIVE, chunk_size, enqueue_fanout
-from mpm.jobs import enqueue_done_check, enqueue_send, next_job_waiting, record_next_job, superseded
+from mpm.jobs import enqueue_done_check, enqueue_send, next_job_waiting
 from mpm.extensions import db
 from mpm.messaging import status
 from mpm.messaging.encoding import analyse
@@ -44,6 +42,7 @@ LEASE_SECONDS = 45
 def _lease_seconds() -> int:
     return int(current_app.config.get("FANOUT_LEASE_SECONDS") or LEASE_SECONDS)
 
+
 log = logging.getLogger(__name__)
 
 
@@ -52,8 +51,6 @@ def _lease(broadcast_id: int) -> str:
 
 
 def run_broadcast(broadcast_id: int, now: datetime | None = None) -> str:
-    if superseded(broadcast_id, get_current_job()):
-        return "superseded"
     leases.hold(_lease(broadcast_id), _lease_seconds())
     try:
         return _run_broadcast(broadcast_id, now)
@@ -185,12 +182,10 @@ def enqueue_unsent(broadcast: Broadcast) -> int:
 
 def _check_done_later(broadcast: Broadcast, now: bool = False) -> None:
     # Now: FIFO, it runs after the send job just enqueued has had its turn.
-    record_next_job(broadcast.id, enqueue_done_check(broadcast.id, None if now else DONE_CHECK_EVERY))
+    enqueue_done_check(broadcast.id, None if now else DONE_CHECK_EVERY)
 
 
 def check_done(broadcast_id: int) -> str:
-    if superseded(broadcast_id, get_current_job()):
-        return "superseded"
     broadcast = db.session.get(Broadcast, broadcast_id)
     if broadcast is None:
         return "gone"

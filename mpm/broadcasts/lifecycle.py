@@ -207,7 +207,7 @@ def confirm(company_id: int, broadcast_id: int, user_id: int | None, now: dateti
 
 def enqueue_fanout(broadcast: Broadcast, at: datetime | None = None) -> None:
     """After commit. A failed fan-out job is retried; chunks already committed are never redone."""
-    jobs.record_next_job(broadcast.id, jobs.enqueue_fanout(broadcast.id, at))
+    jobs.enqueue_fanout(broadcast.id, at)
 
 
 def _get(company_id: int, broadcast_id: int) -> Broadcast:
