@@ -220,7 +220,7 @@ class RecordingSmtp:
 def test_new_alerts_are_mailed_once_to_the_admins_when_switched_on(app, logged_in, company, admin):
     smtp = RecordingSmtp()
     try:
-        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_STARTTLS=False, SMTP_FROM="mpm@op.test")
+        app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_SECURITY="none", SMTP_FROM="mpm@op.test")
         alerts.watch_alerts()
         assert smtp.received == []  # off by default
         token = csrf_token(logged_in, "/alerts/")

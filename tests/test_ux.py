@@ -285,10 +285,13 @@ def test_two_assignees_with_the_same_name_can_be_told_apart(logged_in, company):
     assert any("+254 722 000111" in o for o in options) and any("+254 733 000222" in o for o in options)
 
 
-def test_plugin_overview_says_handed_over_not_a_second_sent(logged_in, company):
+def test_plugin_overview_and_dashboard_count_with_the_same_words(logged_in, company):
+    """One set of figures (the delivery insight block) on both pages, so "sent" cannot mean two things."""
     enable_gateway(company, "africastalking", DEFAULT_CREDENTIALS["africastalking"])
-    page = logged_in.get("/plugins/africastalking/").get_data(as_text=True)
-    assert "Handed over" in page and ">Sent<" not in page
+    overview = logged_in.get("/plugins/africastalking/").get_data(as_text=True)
+    dashboard = logged_in.get("/").get_data(as_text=True)
+    for page in (overview, dashboard):
+        assert 'data-figure="messages"' in page and 'data-figure="rate"' in page and ">Sent<" not in page
 
 
 def test_android_setup_names_only_fields_the_form_has(logged_in, company):
