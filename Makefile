@@ -19,7 +19,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/activate
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(BIN)/python -m mpm.embedded
+	$(BIN)/python -m mpm.dev.embedded
 
 test: $(VENV)/.installed-test
 	bash scripts/test.sh

@@ -86,8 +86,8 @@ def seed(people: int, company_name: str = "Bench Grid Co"):
 
 def enable_simulator(company_id: int, simulator_url: str):
     from mpm.extensions import db
-    from mpm.credentials import encrypt
-    from mpm.gateway_settings import gateway_setting
+    from mpm.plugins.credentials import encrypt
+    from mpm.plugins.gateway_settings import gateway_setting
 
     setting = gateway_setting(company_id, "africastalking")
     setting.enabled, setting.valid = True, True
@@ -100,8 +100,8 @@ def enable_simulator(company_id: int, simulator_url: str):
 def raw_rate(setting, people: int, body: str, batch_size: int) -> float:
     """The same batches straight to the simulator through the gateway module: no DB, no queue."""
     from mpm.gateways.base import OutboundMessage
-    from mpm.gateway_settings import config_for
     from mpm.gateways.registry import get_gateway
+    from mpm.plugins.gateway_settings import config_for
 
     gateway, config = get_gateway("africastalking"), config_for(setting)
     started = time.perf_counter()
@@ -150,7 +150,7 @@ def main() -> int:
     os.environ.update(env)
     children: list[subprocess.Popen] = []
     try:
-        children.append(subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(sim_port)], env=env,
+        children.append(subprocess.Popen([sys.executable, "-m", "mpm.dev.simulator", "--port", str(sim_port)], env=env,
                                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(f"{simulator_url}/healthz")
 

@@ -63,9 +63,9 @@ def seed(database_url: str, reports: int) -> tuple[int, str]:
 
     from mpm import create_app
     from mpm.extensions import db
-    from mpm.credentials import encrypt
     from mpm.models import Company, GatewaySetting, Sms
     from mpm.models.base import utcnow
+    from mpm.plugins.credentials import encrypt
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": "", "SECRET_KEY": "bench-secret"})
     with app.app_context():

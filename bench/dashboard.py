@@ -32,11 +32,11 @@ from sqlalchemy import bindparam, func, insert, select, text, update  # noqa: E4
 from mpm import create_app  # noqa: E402
 from mpm.extensions import db  # noqa: E402
 from mpm.gateways.base import DeliveryReport  # noqa: E402
+from mpm.insight.rollups import rebuild_rollups, refresh_rollups  # noqa: E402
 from mpm.messaging import ledger  # noqa: E402
 from mpm.messaging.delivery import receive_delivery_reports, write_reports  # noqa: E402
 from mpm.models import Company, GatewaySetting, Sms, User  # noqa: E402
 from mpm.models.base import utcnow  # noqa: E402
-from mpm.rollups import rebuild_rollups, refresh_rollups  # noqa: E402
 
 CHUNK = 1_000_000
 # Per 100 messages: outcome, gateway, trigger and error of message i come from i % 100, i % 7, i % 5.

@@ -22,9 +22,9 @@ from sqlalchemy import func, select  # noqa: E402
 
 from mpm import create_app  # noqa: E402
 from mpm.extensions import db  # noqa: E402
-from mpm.credentials import encrypt  # noqa: E402
-from mpm.gateway_settings import gateway_setting  # noqa: E402
 from mpm.models import Company, Sms, User  # noqa: E402
+from mpm.plugins.credentials import encrypt  # noqa: E402
+from mpm.plugins.gateway_settings import gateway_setting  # noqa: E402
 
 
 def timed(runs: int, request) -> tuple[float, int, int]:

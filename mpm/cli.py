@@ -10,7 +10,7 @@ def register_commands(app: Flask) -> None:
     @click.option("--customers", default=2000, show_default=True)
     def seed_demo_command(email, password, customers):
         """Seed the demo company into an empty database and print the admin login."""
-        from mpm.demo import seed_demo
+        from mpm.dev.demo import seed_demo
 
         login = seed_demo(admin_email=email, admin_password=password, customers=customers)
         click.echo(f"Seeded {login['people']} people. Admin login: {login['email']} / {login['password']}")
@@ -24,7 +24,7 @@ def register_commands(app: Flask) -> None:
     @click.password_option("--admin-password", help="At least 10 characters.")
     def create_company_command(name, region, time_zone, currency, admin_email, admin_password):
         """Create a company and its first admin (production installs seed nothing)."""
-        from mpm.accounts import create_company_with_admin
+        from mpm.accounts.users import create_company_with_admin
 
         try:
             admin = create_company_with_admin(name, region, time_zone, currency, admin_email, admin_password)
@@ -36,7 +36,7 @@ def register_commands(app: Flask) -> None:
     @click.argument("email")
     def password_link_command(email):
         """Print a one-time set-password link for a user (e.g. the only admin forgot the password)."""
-        from mpm import staff
+        from mpm.accounts import staff
 
         try:
             issued = staff.password_link_for_email(email)
@@ -51,7 +51,7 @@ def register_commands(app: Flask) -> None:
     @rollups_group.command("rebuild")
     def rollups_rebuild_command():
         """Recompute every rollup from the raw SMS rows."""
-        from mpm.rollups import rebuild_rollups
+        from mpm.insight.rollups import rebuild_rollups
 
         try:
             done = rebuild_rollups()

@@ -193,14 +193,14 @@ def enqueue_report_writer() -> None:
 
 def refresh_rollups() -> dict:
     """RQ job: re-aggregate the delivery rollups of the buckets changed since the last run."""
-    from mpm.rollups import refresh_rollups as refresh
+    from mpm.insight.rollups import refresh_rollups as refresh
 
     return refresh()
 
 
 def watch_alerts():
     """RQ job: work out the alerts of every company (banner cache, device polls, e-mails)."""
-    from mpm.alerts import watch_alerts as watch
+    from mpm.insight.alerts import watch_alerts as watch
 
     return watch()
 

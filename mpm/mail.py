@@ -4,7 +4,7 @@ from email.message import EmailMessage
 
 from flask import current_app
 
-from mpm.credentials import scrub
+from mpm.plugins.credentials import scrub
 
 TIMEOUT_SECONDS = 10
 

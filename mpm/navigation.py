@@ -44,8 +44,8 @@ def _enabled_plugin_links() -> list[dict]:
     from sqlalchemy import select
 
     from mpm.extensions import db
-    from mpm.plugins import gateway_labels
     from mpm.models import GatewaySetting
+    from mpm.plugins.setup import gateway_labels
 
     enabled = set(
         db.session.scalars(

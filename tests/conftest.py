@@ -199,8 +199,8 @@ def drain_reports(app) -> int:
 def enable_gateway(company: Company, key: str, credentials: dict | None = None, options: dict | None = None,
                    valid: bool = True):
     """Store an enabled GatewaySetting with encrypted credentials (inside an app context)."""
-    from mpm.credentials import encrypt
-    from mpm.gateway_settings import gateway_setting
+    from mpm.plugins.credentials import encrypt
+    from mpm.plugins.gateway_settings import gateway_setting
 
     setting = gateway_setting(company.id, key)
     setting.enabled = True
@@ -227,7 +227,7 @@ class RunningSimulator:
 
         from werkzeug.serving import make_server
 
-        from mpm.simulator import NoDelayRequestHandler, create_simulator
+        from mpm.dev.simulator import NoDelayRequestHandler, create_simulator
 
         self.app = create_simulator()
         self.state = self.app.extensions["simulator"]
@@ -278,7 +278,7 @@ def simulator(_simulator_server):
 
 def enable_simulated_gateway(company: Company, simulator, key: str = "africastalking", options: dict | None = None):
     """Enable AfricasTalking or TextBee for `company`, pointed at the simulator."""
-    from mpm.simulator import DEVICE_ID
+    from mpm.dev.simulator import DEVICE_ID
 
     credentials = dict(DEFAULT_CREDENTIALS[key])
     if key == "textbee":
@@ -295,7 +295,7 @@ def simulated_provider(app, company, simulator):
 
     from werkzeug.serving import make_server
 
-    from mpm.gateway_settings import gateway_setting
+    from mpm.plugins.gateway_settings import gateway_setting
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -37,12 +37,12 @@ def wait_until(condition, timeout: float, what: str, poll: float = 0.1):
 
 
 class SimulatorProcess:
-    """`python -m mpm.simulator` on a free loopback port, driven over its control endpoints."""
+    """`python -m mpm.dev.simulator` on a free loopback port, driven over its control endpoints."""
 
     def __init__(self, log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "mpm.simulator", "--port", str(self.port)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "mpm.dev.simulator", "--port", str(self.port)], cwd=ROOT,
                                      stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         wait_until(self._up, 30, "the simulator to start")
 
@@ -189,7 +189,7 @@ def serve_callbacks(app, company_id: int, simulator: SimulatorProcess):
 
     from werkzeug.serving import make_server
 
-    from mpm.gateway_settings import gateway_setting
+    from mpm.plugins.gateway_settings import gateway_setting
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -202,8 +202,8 @@ def serve_callbacks(app, company_id: int, simulator: SimulatorProcess):
 
 def enable_africastalking(company_id: int, simulator: SimulatorProcess, **options):
     from mpm.extensions import db
-    from mpm.credentials import encrypt
-    from mpm.gateway_settings import gateway_setting
+    from mpm.plugins.credentials import encrypt
+    from mpm.plugins.gateway_settings import gateway_setting
 
     setting = gateway_setting(company_id, "africastalking")
     setting.enabled, setting.valid = True, True

@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import enable_gateway, make_company, make_person, make_user, run_jobs
-from mpm import api_tokens
+from mpm.accounts import api_tokens
 from mpm.extensions import db
 from mpm.models import ApiToken, Sms, Transaction
 from sqlalchemy import func, select

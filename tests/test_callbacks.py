@@ -9,9 +9,9 @@ from flask import current_app
 from sqlalchemy import func, select
 
 from mpm.extensions import db
-from mpm.gateway_settings import gateway_setting
 from mpm.messaging import status
 from mpm.models import ParkedReport, Person, Sms, SmsEvent
+from mpm.plugins.gateway_settings import gateway_setting
 from tests.conftest import DEFAULT_CREDENTIALS, drain_reports, enable_gateway, make_person, run_jobs
 
 

@@ -5,7 +5,7 @@ import pytest
 from conftest import csrf_token, login, make_company, make_person, make_user
 from mpm.extensions import db
 from mpm.models import CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
-from mpm.phones import InvalidPhoneNumber, to_e164
+from mpm.people.phones import InvalidPhoneNumber, to_e164
 
 
 def names_in(page: str) -> list[str]:

@@ -10,11 +10,11 @@ from sqlalchemy import func, select
 
 from mpm import create_app
 from mpm.extensions import db
-from mpm.gateway_settings import gateway_setting
 from mpm.messaging import delivery
 from mpm.messaging import status as st
 from mpm.models import ParkedReport, Sms, SmsEvent
 from mpm.models.base import utcnow
+from mpm.plugins.gateway_settings import gateway_setting
 from mpm.queue import redis_connection
 from tests.conftest import drain_reports, enable_gateway
 

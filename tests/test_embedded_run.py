@@ -27,7 +27,7 @@ def test_embedded_run_serves_the_demo_and_stops_everything_on_ctrl_c(tmp_path):
     for name in ("DATABASE_URL", "REDIS_URL", "MPM_ADMIN_PASSWORD", "MPM_ADMIN_EMAIL", "MPM_SECRET_KEY"):
         env.pop(name, None)
     log = open(tmp_path / "run.log", "w+")
-    runner = subprocess.Popen([sys.executable, "-m", "mpm.embedded"], cwd=ROOT, env=env, stdout=log,
+    runner = subprocess.Popen([sys.executable, "-m", "mpm.dev.embedded"], cwd=ROOT, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -7,7 +7,7 @@ from flask_migrate import upgrade
 from sqlalchemy import func, select
 
 from mpm import create_app
-from mpm.demo import seed_demo
+from mpm.dev.demo import seed_demo
 from mpm.extensions import db
 from mpm.models import Person, PhoneNumber, User
 

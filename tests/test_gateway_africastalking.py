@@ -4,10 +4,10 @@ import requests
 import responses
 
 from mpm.gateways.africastalking import LIVE_URL, SANDBOX_URL, gateway
-from mpm.gateway_settings import callback_urls
 from mpm.gateways.base import (ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, CallbackRefused, CallbackRequest, GatewayConfig,
                                OutboundMessage)
 from mpm.gateways.registry import get_gateway
+from mpm.plugins.gateway_settings import callback_urls
 
 CONFIG = GatewayConfig(credentials={"api_key": "atsk_123", "username": "mpmapp"},
                        options={"sender_id": "MPM", "environment": "live"})

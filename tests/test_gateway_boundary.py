@@ -9,9 +9,7 @@ import requests
 import responses
 from sqlalchemy import select
 
-from mpm.credentials import decrypt
 from mpm.extensions import db
-from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.gateways import registry
 from mpm.gateways.africastalking import LIVE_URL as AT_URL
 from mpm.gateways.base import (ACCEPTED, NOT_SENT, SEND_RATE_FIELD, CallbackRefused, CallbackRequest, CallbackRoute,
@@ -20,6 +18,8 @@ from mpm.gateways.base import (ACCEPTED, NOT_SENT, SEND_RATE_FIELD, CallbackRefu
 from mpm.gateways.webhooks import Payload, validated
 from mpm.messaging.send import Recipient, queue_messages
 from mpm.models import GatewaySetting, Sms
+from mpm.plugins.credentials import decrypt
+from mpm.plugins.gateway_settings import callback_url, gateway_setting
 from tests.conftest import csrf_token, enable_gateway, run_jobs, drain_reports
 
 PIGEON_URL = "https://api.pigeon.example/v2"
@@ -159,7 +159,7 @@ MPM = Path(__file__).resolve().parent.parent / "mpm"
 
 
 # App wiring and the web layer's own helpers may read the request; so does the simulator, a Flask app of its own.
-WEB_LAYER = {"mpm/__init__.py", "mpm/web.py", "mpm/security.py", "mpm/navigation.py", "mpm/simulator.py"}
+WEB_LAYER = {"mpm/__init__.py", "mpm/web.py", "mpm/security.py", "mpm/navigation.py", "mpm/dev/simulator.py"}
 
 
 def _imports(source: str) -> set[str]:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import enable_gateway, make_person
-from mpm import api_tokens
+from mpm.accounts import api_tokens
 from mpm.extensions import db
 from mpm.messaging.history import SHOWN_BODY_LIMIT
 from mpm.models import Sms, Transaction

@@ -6,12 +6,12 @@ from datetime import timedelta
 import responses
 
 from conftest import csrf_token, enable_gateway, make_company, make_user, login
-from mpm import alerts
 from mpm.extensions import db
+from mpm.insight import alerts
+from mpm.insight.rollups import refresh_rollups
 from mpm.messaging import ratelimit
 from mpm.models import Company, Sms
 from mpm.models.base import utcnow
-from mpm.rollups import refresh_rollups
 from test_insight_rollups import add_sms
 
 AT_FAILURE = "AfricasTalking: Failed, reason DeliveryFailure, network 99999"

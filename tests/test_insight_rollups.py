@@ -5,10 +5,10 @@ from sqlalchemy import select, update
 
 from conftest import make_company
 from mpm.extensions import db
+from mpm.insight.rollups import TTD_COLUMNS, failure_reason, rebuild_rollups, refresh_rollups
 from mpm.messaging import ledger
 from mpm.models import Sms, SmsRollup
 from mpm.models.base import utcnow
-from mpm.rollups import TTD_COLUMNS, failure_reason, rebuild_rollups, refresh_rollups
 
 
 def add_sms(company, *, status="sent", gateway="africastalking", trigger="manual", created=None, delivered_after=None,
@@ -116,7 +116,7 @@ def test_rebuild_command(app):
 
 
 def test_a_refresh_killed_before_its_commit_is_redone_by_the_next(app_ctx, monkeypatch):
-    import mpm.rollups as rollups
+    import mpm.insight.rollups as rollups
 
     company = make_company()
     add_sms(company, status="sent")

@@ -2,13 +2,13 @@
 from datetime import timedelta
 
 from conftest import enable_simulated_gateway, run_jobs
+from mpm.dev.simulator import DEVICE_ID
 from mpm.extensions import db
-from mpm.gateway_health import gateway_health, poll_textbee_devices
 from mpm.gateways import textbee_devices
 from mpm.messaging.send import Recipient, queue_messages
 from mpm.models import Sms
 from mpm.models.base import utcnow
-from mpm.simulator import DEVICE_ID
+from mpm.plugins.gateway_health import gateway_health, poll_textbee_devices
 
 
 def test_device_ids_are_read_in_order_without_repeats():
@@ -30,8 +30,8 @@ def test_a_quiet_disabled_or_resting_phone_goes_to_the_back(app_ctx):
 
 def test_a_phone_textbee_does_not_know_hands_the_message_to_the_backup(app, logged_in, company, simulator):
     setting = enable_simulated_gateway(company, simulator, "textbee")
-    from mpm.credentials import encrypt
-    from mpm.gateway_settings import config_for
+    from mpm.plugins.credentials import encrypt
+    from mpm.plugins.gateway_settings import config_for
 
     credentials = config_for(setting).credentials
     setting.credentials_encrypted = encrypt({**credentials, "device_id": f"retired-phone, {DEVICE_ID}"})

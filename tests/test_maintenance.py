@@ -3,8 +3,8 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import csrf_token, enable_gateway, make_company, make_person, run_jobs
-from mpm import maintenance
 from mpm.extensions import db
+from mpm.maintenance import tickets
 from mpm.messaging import ledger, status
 from mpm.models import MaintenanceTicket, Sms, TicketComment
 
@@ -44,10 +44,10 @@ def test_create_page_sends_to_customer_and_assignee(logged_in, people):
 
 
 def test_reassign_and_close_notify_both_and_are_logged(company, people):
-    outcome = maintenance.create_ticket(company.id, people["customer"].id, "Wiring", "", people["agent"].id)
+    outcome = tickets.create_ticket(company.id, people["customer"].id, "Wiring", "", people["agent"].id)
     ticket = outcome.ticket
-    maintenance.assign_ticket(ticket, people["provider"].id)
-    maintenance.close_ticket(ticket, note="Cable replaced")
+    tickets.assign_ticket(ticket, people["provider"].id)
+    tickets.close_ticket(ticket, note="Cable replaced")
     messages = sms_of(ticket.id)
     assert [m.number for m in messages] == ["+254712000001", "+254722000001",   # created
                                             "+254712000001", "+254722000002",   # re-assigned
@@ -57,16 +57,16 @@ def test_reassign_and_close_notify_both_and_are_logged(company, people):
     assert "is closed" in messages[4].body
     comments = [c.body for c in db.session.scalars(select(TicketComment).order_by(TicketComment.id))]
     assert comments == ["Assigned to Sam Fixer (was Peter Agent).", "Closed: Cable replaced"]
-    with pytest.raises(maintenance.TicketInvalid, match="already closed"):
-        maintenance.close_ticket(ticket)
+    with pytest.raises(tickets.TicketInvalid, match="already closed"):
+        tickets.close_ticket(ticket)
     assert len(sms_of(ticket.id)) == 6
 
 
 def test_ticket_without_assignee_tells_the_customer_and_assigning_later_notifies(company, people):
-    ticket = maintenance.create_ticket(company.id, people["customer"].id, "Other", "").ticket
+    ticket = tickets.create_ticket(company.id, people["customer"].id, "Other", "").ticket
     [created] = sms_of(ticket.id)
     assert "Assigned to: not assigned yet. Due: not set." in created.body
-    maintenance.assign_ticket(ticket, people["agent"].id)
+    tickets.assign_ticket(ticket, people["agent"].id)
     assert len(sms_of(ticket.id)) == 3
 
 
@@ -97,7 +97,7 @@ def test_refused_sms_is_reported_on_the_ticket(logged_in, company, people):
 
 
 def test_pages_list_detail_and_polling(logged_in, company, people):
-    ticket = maintenance.create_ticket(company.id, people["customer"].id, "Meter fault", "",
+    ticket = tickets.create_ticket(company.id, people["customer"].id, "Meter fault", "",
                                        people["agent"].id).ticket
     listing = logged_in.get("/maintenance/").get_data(as_text=True)
     assert f"#{ticket.id}" in listing and "Amina Otieno" in listing and "Peter Agent" in listing
@@ -113,7 +113,7 @@ def test_pages_list_detail_and_polling(logged_in, company, people):
 
 
 def test_staff_comment_appears_without_reload(logged_in, company, people):
-    ticket = maintenance.create_ticket(company.id, people["customer"].id, "Wiring", "").ticket
+    ticket = tickets.create_ticket(company.id, people["customer"].id, "Wiring", "").ticket
     token = csrf_token(logged_in)
     fragment = logged_in.post(f"/maintenance/{ticket.id}/comments", data={"body": "Called the customer",
                                                                          "csrf_token": token},

@@ -1,5 +1,5 @@
 """Numbered pages (customers, transactions, tickets, inbox): one way to cut them."""
-from mpm.customers import PeopleFilter, people_page
+from mpm.people.customers import PeopleFilter, people_page
 from tests.conftest import make_person
 
 

@@ -10,10 +10,10 @@ from sqlalchemy import select, text
 
 from conftest import csrf_token, enable_gateway, login, make_company, make_user, run_jobs
 from mpm.extensions import db
-from mpm.credentials import decrypt
+from mpm.insight.rollups import refresh_rollups
 from mpm.models import AuditEntry, GatewaySetting, Sms
 from mpm.models.base import utcnow
-from mpm.rollups import refresh_rollups
+from mpm.plugins.credentials import decrypt
 
 AT_USER = "https://api.africastalking.com/version1/user"
 AT_SANDBOX_USER = "https://api.sandbox.africastalking.com/version1/user"

@@ -3,11 +3,12 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import csrf_token, enable_gateway, make_company, make_person, run_jobs
-from mpm import maintenance, transactions
 from mpm.extensions import db
 from mpm.gateways.base import IncomingMessage
+from mpm.maintenance import tickets
 from mpm.messaging.inbound import store_incoming
 from mpm.models import AuditEntry, Person, Sms, TicketComment
+from mpm.payments import transactions
 
 
 @pytest.fixture
@@ -88,8 +89,8 @@ def test_resend_without_any_transaction_says_so(company, customer):
 
 def test_ticket_keyword_adds_a_comment_to_the_senders_open_ticket(company, customer):
     agent = make_person(company, "Peter", "Agent", "+254722000001", kind="agent")
-    older = maintenance.create_ticket(company.id, customer.id, "Wiring", "", agent.id).ticket
-    newer = maintenance.create_ticket(company.id, customer.id, "Meter fault", "", agent.id).ticket
+    older = tickets.create_ticket(company.id, customer.id, "Wiring", "", agent.id).ticket
+    newer = tickets.create_ticket(company.id, customer.id, "Meter fault", "", agent.id).ticket
     incoming(company, "Ticket: the meter is beeping again")
     incoming(company, "TICKET #%d fixed the cable" % older.id, number="+254722000001")
     db.session.expire_all()
@@ -100,7 +101,7 @@ def test_ticket_keyword_adds_a_comment_to_the_senders_open_ticket(company, custo
 
 
 def test_ticket_keyword_from_a_stranger_or_without_open_ticket_adds_nothing(company, customer):
-    maintenance.close_ticket(maintenance.create_ticket(company.id, customer.id, "Wiring", "").ticket)
+    tickets.close_ticket(tickets.create_ticket(company.id, customer.id, "Wiring", "").ticket)
     note = incoming(company, "ticket still broken")
     incoming(company, "ticket hello", number="+254733000999")
     assert db.session.scalar(select(func.count()).select_from(TicketComment).where(
@@ -109,7 +110,7 @@ def test_ticket_keyword_from_a_stranger_or_without_open_ticket_adds_nothing(comp
 
 
 def test_ticket_comment_from_sms_shows_on_the_ticket_page(logged_in, company, customer):
-    ticket = maintenance.create_ticket(company.id, customer.id, "Wiring", "").ticket
+    ticket = tickets.create_ticket(company.id, customer.id, "Wiring", "").ticket
     incoming(company, "ticket power is back, thanks")
     page = logged_in.get(f"/maintenance/{ticket.id}").get_data(as_text=True)
     assert "power is back, thanks" in page and "Amina Otieno (SMS)" in page

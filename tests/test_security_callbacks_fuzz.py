@@ -379,7 +379,7 @@ def test_payments_are_never_zero_and_a_reused_reference_never_takes_other_data(c
     posted again with another amount is refused with 409 naming the first transaction."""
     from decimal import Decimal
 
-    from mpm import api_tokens
+    from mpm.accounts import api_tokens
     from mpm.models import Transaction
 
     company = make_company("Payer")

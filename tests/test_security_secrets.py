@@ -5,11 +5,11 @@ import pytest
 from sqlalchemy import select
 
 from conftest import csrf_token, run_jobs
+from mpm.dev.simulator import DEVICE_ID
 from mpm.extensions import db
-from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.models import AuditEntry, Sms
+from mpm.plugins.gateway_settings import callback_url, gateway_setting
 from mpm.security import redact_url
-from mpm.simulator import DEVICE_ID
 
 AT_KEY = "atsk_5ecret_0123456789abcdef"
 TB_KEY = "tbk_5ecret_fedcba9876543210"

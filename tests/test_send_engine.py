@@ -12,10 +12,10 @@ import responses
 from sqlalchemy import func, select
 
 from mpm.extensions import db
-from mpm.gateway_settings import find_gateway_setting
 from mpm.messaging.send import Recipient, queue_messages
 from mpm.models import AuditEntry, Sms
 from mpm.models.base import utcnow
+from mpm.plugins.gateway_settings import find_gateway_setting
 from mpm.queue import BULK
 from tests.conftest import enable_gateway, enable_simulated_gateway, make_company, run_jobs
 

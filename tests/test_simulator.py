@@ -8,14 +8,14 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
+from mpm.dev.simulator import DEVICE_ID
+from mpm.dev.simulator_setup import enable_simulator_gateway
 from mpm.extensions import db
 from mpm.gateways.africastalking import gateway as africastalking
 from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, GatewayConfig, OutboundMessage
-from mpm.gateway_settings import gateway_setting
 from mpm.gateways.textbee import gateway as textbee
-from mpm.simulator import DEVICE_ID
-from mpm.simulator_setup import enable_simulator_gateway
 from mpm.messaging.send import Recipient, queue_messages
+from mpm.plugins.gateway_settings import gateway_setting
 from tests.conftest import run_jobs
 
 
@@ -60,7 +60,7 @@ def test_textbee_device_and_send(simulator):
 
 
 def test_report_queue_is_bounded(simulator):
-    from mpm.simulator import create_simulator
+    from mpm.dev.simulator import create_simulator
 
     tiny = create_simulator(report_queue_size=1).extensions["simulator"]
     tiny.callbacks["africastalking"] = {"url": "http://127.0.0.1:9/unreachable", "secret": ""}

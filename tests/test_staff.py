@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import PASSWORD, IsolatedClient, csrf_token, enable_gateway, login, make_company, make_person, make_user
-from mpm import accounts
+from mpm.accounts import users
 from mpm.extensions import db
 from mpm.models import AuditEntry, Broadcast, PasswordLink, Sms, User
 from mpm.models.base import utcnow
@@ -121,11 +121,11 @@ def test_a_second_post_of_a_spent_link_is_refused_with_a_valid_form(app, logged_
 
 def test_the_link_expires_after_24_hours(app, company, admin):
     user = make_user(company, email="late@example.test", role="manager")
-    fresh = accounts.issue_password_link(user, admin.id, now=utcnow() - timedelta(hours=23, minutes=59))
+    fresh = users.issue_password_link(user, admin.id, now=utcnow() - timedelta(hours=23, minutes=59))
     db.session.commit()
     browser = new_client(app)
     assert browser.get(f"/set-password?token={fresh}").status_code == 200
-    stale = accounts.issue_password_link(user, admin.id, now=utcnow() - timedelta(hours=24, seconds=1))
+    stale = users.issue_password_link(user, admin.id, now=utcnow() - timedelta(hours=24, seconds=1))
     db.session.commit()
     page = browser.get(f"/set-password?token={stale}")
     assert page.status_code == 404 and "expired" in page.get_data(as_text=True)
@@ -420,7 +420,7 @@ def test_when_the_mail_server_is_down_the_admin_still_gets_the_link(app, logged_
 
 def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, company, admin):
     """Two requests at the same moment, each demoting the other admin: one wins, one is refused."""
-    from mpm import staff
+    from mpm.accounts import staff
 
     second = make_user(company, email="second-admin@example.test", role="admin")
     pairs = [(admin.id, second.id), (second.id, admin.id)]
@@ -433,7 +433,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(app, company, ad
             try:
                 staff.change_role(company.id, target_id, "manager", actor_id)
                 outcomes.append("done")
-            except accounts.AccountRefused as exc:
+            except users.AccountRefused as exc:
                 outcomes.append(str(exc))
             finally:
                 db.session.remove()

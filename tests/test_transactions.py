@@ -5,10 +5,10 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import csrf_token, enable_gateway, make_company, make_person, run_jobs
-from mpm import transactions
 from mpm.extensions import db
 from mpm.messaging import ledger, status
 from mpm.models import Sms, Transaction
+from mpm.payments import transactions
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import csrf_token, make_person
-from mpm import api_tokens
+from mpm.accounts import api_tokens
 from mpm.gateways.android import CONFIRMATIONS
 from test_security_callbacks_fuzz import _snapshot, _tenant
 

@@ -14,9 +14,9 @@ from mpm.broadcasts import fanout, lifecycle
 from mpm.broadcasts.lifecycle import BroadcastForm
 from mpm.extensions import db
 from mpm.gateways.base import GatewayConfig
-from mpm.gateway_settings import gateway_setting
 from mpm.gateways.registry import get_gateway
 from mpm.models import MaintenanceTicket, Person, PhoneNumber, Sms, SmsTemplate, Transaction
+from mpm.plugins.gateway_settings import gateway_setting
 
 HX = {"HX-Request": "true"}
 INVALID_KE = "+254109675498"  # E.164-shaped, but no Kenyan range: phonenumbers says invalid
@@ -167,7 +167,7 @@ def test_the_simulator_refuses_a_wrong_api_key_when_started_with_one(simulator):
         wrong = at.check_credentials(config("typo-key"))
         assert not wrong.ok and "refused the API key" in wrong.message
         assert at.check_credentials(config("simulator-key")).ok
-        from mpm.simulator import DEVICE_ID
+        from mpm.dev.simulator import DEVICE_ID
 
         textbee = get_gateway("textbee")
         tb_config = lambda key: GatewayConfig(credentials={"api_key": key, "device_id": DEVICE_ID},  # noqa: E731
@@ -179,8 +179,8 @@ def test_the_simulator_refuses_a_wrong_api_key_when_started_with_one(simulator):
 
 
 def test_demo_wires_textbee_to_the_simulator_and_it_sends(app, company, simulator):
+    from mpm.dev.simulator_setup import enable_simulator_gateway
     from mpm.messaging.send import Recipient, queue_messages
-    from mpm.simulator_setup import enable_simulator_gateway
 
     simulator.state.api_key = "simulator-key"
     try:

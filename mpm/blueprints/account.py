@@ -2,8 +2,8 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user
 
-from mpm import accounts
-from mpm.accounts import AccountRefused
+from mpm.accounts import users
+from mpm.accounts.users import AccountRefused
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 
@@ -23,7 +23,7 @@ def index():
 @login_required
 def change_name():
     try:
-        accounts.change_name(current_user.id, request.form.get("name", "")[:1000])
+        users.change_name(current_user.id, request.form.get("name", "")[:1000])
     except AccountRefused as exc:
         return _page(422, name_error=str(exc))
     flash("Your name is saved.")
@@ -35,7 +35,7 @@ def change_name():
 def change_password():
     form = request.form
     try:
-        user = accounts.change_password(current_user.id, form.get("current", ""), form.get("password", ""),
+        user = users.change_password(current_user.id, form.get("current", ""), form.get("password", ""),
                                         form.get("repeat", ""))
     except AccountRefused as exc:
         return _page(422, password_error=str(exc))
@@ -47,6 +47,6 @@ def change_password():
 @bp.post("/sessions")
 @login_required
 def end_other_sessions():
-    login_user(accounts.end_other_sessions(current_user.id))
+    login_user(users.end_other_sessions(current_user.id))
     flash("Your other sessions are logged out.")
     return redirect(url_for("account.index"))

@@ -2,8 +2,8 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from mpm import alerts
 from mpm.extensions import db
+from mpm.insight import alerts
 from mpm.models import Company
 from mpm.web import admin_required, company_id
 

@@ -3,8 +3,9 @@ from functools import wraps
 
 from flask import Blueprint, g, jsonify, request
 
-from mpm import api_tokens, transactions
+from mpm.accounts import api_tokens
 from mpm.extensions import csrf
+from mpm.payments import transactions
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # machine clients authenticate with a bearer token, not a session

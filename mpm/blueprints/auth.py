@@ -7,8 +7,8 @@ from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired
 
-from mpm import accounts
-from mpm.accounts import AccountDeactivated, AccountRefused, LinkNotUsable, authenticate
+from mpm.accounts import users
+from mpm.accounts.users import AccountDeactivated, AccountRefused, LinkNotUsable, authenticate
 
 bp = Blueprint("auth", __name__)
 
@@ -64,16 +64,16 @@ def set_password():
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     if request.method == "GET":
         try:
-            user = accounts.user_for_link(token)
+            user = users.user_for_link(token)
         except LinkNotUsable as exc:
             return render_template("auth/set_password.html", link_error=str(exc)), 404, headers
         return render_template("auth/set_password.html", user=user, token=token), 200, headers
     try:
-        user = accounts.set_password_from_link(token, request.form.get("password", ""), request.form.get("repeat", ""))
+        user = users.set_password_from_link(token, request.form.get("password", ""), request.form.get("repeat", ""))
     except LinkNotUsable as exc:
         return render_template("auth/set_password.html", link_error=str(exc)), 404, headers
     except AccountRefused as exc:
-        page = render_template("auth/set_password.html", user=accounts.user_for_link(token), token=token,
+        page = render_template("auth/set_password.html", user=users.user_for_link(token), token=token,
                                error=str(exc))
         return page, 422, headers
     if current_user.is_authenticated:

@@ -31,7 +31,7 @@ def index():
 
 
 def _compose_page(form: BroadcastForm, draft_id: int | None = None, error: str | None = None, status: int = 200):
-    from mpm.customers import filter_choices
+    from mpm.people.customers import filter_choices
 
     return render_template(
         "broadcasts/new.html", form=form, draft_id=draft_id, error=error, company=_company(),

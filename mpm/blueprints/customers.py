@@ -2,10 +2,10 @@
 from flask import Blueprint, current_app, render_template, request
 from flask_login import login_required
 
-from mpm import customers
 from mpm.messaging.history import send_panel
 from mpm.models import Person
-from mpm.phones import InvalidPhoneNumber
+from mpm.people import customers
+from mpm.people.phones import InvalidPhoneNumber
 from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")

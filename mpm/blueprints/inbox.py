@@ -2,7 +2,7 @@
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from mpm import replies
+from mpm.inbox import replies
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused
 from mpm.models import Sms
 from mpm.web import company_id, get_for_company_or_404, page_or_fragment

@@ -2,8 +2,8 @@
 from flask import Blueprint, Response, jsonify, render_template, request
 from flask_login import login_required
 
-from mpm import dashboard as figures
 from mpm.health import health_report
+from mpm.insight import dashboard as figures
 from mpm.web import company_id, page_or_fragment
 
 bp = Blueprint("main", __name__)

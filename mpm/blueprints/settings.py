@@ -2,9 +2,12 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from mpm import api_tokens, replies, sms_templates, transactions
+from mpm import sms_templates
+from mpm.accounts import api_tokens
 from mpm.extensions import db
+from mpm.inbox import replies
 from mpm.models import Company
+from mpm.payments import transactions
 from mpm.web import admin_required, company_id, page_or_fragment
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")

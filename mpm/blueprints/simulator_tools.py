@@ -3,8 +3,8 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import login_required
 
-from mpm import simulator_setup
-from mpm.phones import InvalidPhoneNumber
+from mpm.dev import simulator_setup
+from mpm.people.phones import InvalidPhoneNumber
 from mpm.web import company_id
 
 bp = Blueprint("simulator_tools", __name__, url_prefix="/dev")

@@ -6,13 +6,13 @@ from flask import (Blueprint, Response, abort, current_app, flash, redirect, ren
                    stream_with_context, url_for)
 from flask_login import current_user, login_required
 
-from mpm import customers, phones
 from mpm.messaging import history, send
 from mpm.messaging.encoding import analyse
 from mpm.messaging.send import NoActiveSmsProvider, SmsRefused
 from mpm.models import Person, Sms
 from mpm.models.base import DB_INT_MAX, utcnow
-from mpm.plugins import gateway_labels
+from mpm.people import customers, phones
+from mpm.plugins.setup import gateway_labels
 from mpm.web import company_id, get_for_company_or_404, is_htmx, page_or_fragment
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")

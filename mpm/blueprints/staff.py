@@ -2,8 +2,8 @@
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from mpm import staff
-from mpm.accounts import AccountRefused
+from mpm.accounts import staff
+from mpm.accounts.users import AccountRefused
 from mpm.web import admin_required, company_id
 
 bp = Blueprint("staff", __name__, url_prefix="/settings/staff")

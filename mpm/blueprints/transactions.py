@@ -2,10 +2,11 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from mpm import customers, transactions
 from mpm.messaging.send import SmsRefused
 from mpm.messaging.status import IN_FLIGHT
 from mpm.models import Transaction
+from mpm.payments import transactions
+from mpm.people import customers
 from mpm.web import company_id, get_for_company_or_404, page_or_fragment
 
 bp = Blueprint("transactions", __name__, url_prefix="/transactions")

@@ -192,7 +192,7 @@ def selected_people(company_id: int, person_ids) -> list[Person]:
 
 def search_people(company_id: int, q: str, limit: int = 10) -> list[Person]:
     """For the "selected customers" picker: customers, agents and service providers by name or number."""
-    from mpm.customers import PeopleFilter, people_page
+    from mpm.people.customers import PeopleFilter, people_page
 
     q = q.strip()
     if not q:

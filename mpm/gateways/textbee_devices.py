@@ -1,7 +1,7 @@
 """Several TextBee phones per company (the guide's "backup device"): which one sends now.
 
 The company lists its device ids (first = preferred). A phone is passed over while it rests after an
-error (REST_SECONDS) or when TextBee's device list (polled every minute, mpm.gateway_health) says it
+error (REST_SECONDS) or when TextBee's device list (polled every minute, mpm.plugins.gateway_health) says it
 is disabled or has not been seen for 15 minutes; when every phone is passed over, the list order
 is tried as it is. State lives in Redis, keyed by TextBee's device id (unique across accounts)."""
 import json

@@ -6,12 +6,12 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 
-from mpm.credentials import UnreadableCredentials
-from mpm.gateway_settings import config_for, find_gateway_setting
 from mpm.gateways.base import CallbackRefused, CallbackRequest, DeliveryReport, IncomingMessage, Unsubscribed
 from mpm.gateways.registry import callback_routes, get_gateway
 from mpm.messaging.delivery import callback_secret_matches, forget_viber_subscriber, receive_delivery_reports
 from mpm.messaging.inbound import store_incoming
+from mpm.plugins.credentials import UnreadableCredentials
+from mpm.plugins.gateway_settings import config_for, find_gateway_setting
 
 log = logging.getLogger(__name__)
 

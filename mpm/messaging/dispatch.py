@@ -29,12 +29,12 @@ from sqlalchemy import func, or_, select, update
 
 from mpm.extensions import db
 from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, OutboundMessage, SendResult
-from mpm.credentials import UnreadableCredentials, scrub
-from mpm.gateway_settings import active_gateway_settings, config_for
 from mpm.gateways.registry import get_gateway
 from mpm.messaging import circuit, delivery, ledger, ratelimit, status
 from mpm.models import Broadcast, Company, Person, Sms
 from mpm.models.base import utcnow
+from mpm.plugins.credentials import UnreadableCredentials, scrub
+from mpm.plugins.gateway_settings import active_gateway_settings, config_for
 
 log = logging.getLogger(__name__)
 

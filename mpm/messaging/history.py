@@ -15,7 +15,6 @@ from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.orm import defer, joinedload
 
 from mpm import company_time
-from mpm.customers import name_matches
 from mpm.extensions import db
 from mpm.gateways.registry import priority_order
 from mpm.messaging import status
@@ -23,7 +22,8 @@ from mpm.messaging.encoding import analyse
 from mpm.messaging.send import SmsRefused, can_resend, recipient_for_person, unconfirmed_is_final
 from mpm.models import Company, Person, PhoneNumber, Sms, User
 from mpm.models.base import as_utc
-from mpm.phones import InvalidPhoneNumber, to_e164
+from mpm.people.customers import name_matches
+from mpm.people.phones import InvalidPhoneNumber, to_e164
 
 STATUSES = (*status.ALL, status.RECEIVED)
 DIRECTIONS = ("outbound", "inbound")

@@ -13,7 +13,7 @@ from mpm.gateways.base import IncomingMessage
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import analyse
 from mpm.models import Company, Person, PhoneNumber, Sms
-from mpm.phones import InvalidPhoneNumber, to_e164
+from mpm.people.phones import InvalidPhoneNumber, to_e164
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def store_incoming(company_id: int, gateway: str, message: IncomingMessage) -> S
                 new_status=status.RECEIVED)
     db.session.commit()
 
-    from mpm.replies import act_on_incoming
+    from mpm.inbox.replies import act_on_incoming
 
     act_on_incoming(sms)
     return sms

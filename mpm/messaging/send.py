@@ -10,15 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from mpm.extensions import db
-from mpm.gateway_settings import active_gateway_keys
 from mpm.gateways.base import OutboundMessage
 from mpm.gateways.registry import get_gateway
+from mpm.jobs import enqueue_send
 from mpm.messaging import ledger, status
 from mpm.messaging.encoding import BodyInfo, analyse
 from mpm.models import Person, Sms
-from mpm.phones import is_valid_e164
-from mpm.jobs import enqueue_send
 from mpm.models.base import as_utc, utcnow
+from mpm.people.phones import is_valid_e164
+from mpm.plugins.gateway_settings import active_gateway_keys
 from mpm.queue import HIGH
 
 NO_ACTIVE_PROVIDER = "No active SMS provider"

@@ -1,5 +1,5 @@
 """Delivery rollups: per company × gateway × trigger × outcome summaries of outbound SMS, kept by
-mpm.rollups. Every chart and figure reads these, never the SMS table."""
+mpm.insight.rollups. Every chart and figure reads these, never the SMS table."""
 from datetime import datetime
 
 from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint
@@ -28,7 +28,7 @@ class SmsRollup(db.Model):
     messages: Mapped[int] = mapped_column(Integer, default=0)
     segments: Mapped[int] = mapped_column(Integer, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)  # in the provider's stated currency
-    # Delivered messages by time to delivery (mpm.rollups.TTD_BINS): under 10 s, 30 s, … 1 day, more.
+    # Delivered messages by time to delivery (mpm.insight.rollups.TTD_BINS): under 10 s, 30 s, … 1 day, more.
     ttd_10s: Mapped[int] = mapped_column(Integer, default=0)
     ttd_30s: Mapped[int] = mapped_column(Integer, default=0)
     ttd_1m: Mapped[int] = mapped_column(Integer, default=0)

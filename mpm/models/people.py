@@ -62,7 +62,7 @@ class Person(TenantMixin, TimestampMixin, db.Model):
 
 
 def _valid_on_insert(context) -> bool:
-    from mpm.phones import is_valid_e164
+    from mpm.people.phones import is_valid_e164
 
     return is_valid_e164(context.get_current_parameters()["e164"])
 
@@ -93,7 +93,7 @@ class PhoneNumber(TenantMixin, db.Model):
     @validates("e164")
     def _judge(self, key: str, value: str) -> str:
         # A number changed through the ORM is judged again; bulk inserts get the column default.
-        from mpm.phones import is_valid_e164
+        from mpm.people.phones import is_valid_e164
 
         self.valid = is_valid_e164(value)
         return value

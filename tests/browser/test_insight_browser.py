@@ -12,12 +12,12 @@ from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from conftest import enable_simulated_gateway, make_person
-from mpm import alerts
 from mpm.extensions import db
-from mpm.gateway_settings import callback_url
+from mpm.insight import alerts
+from mpm.insight.rollups import refresh_rollups
 from mpm.models import GatewaySetting, MiniGrid, Sms
+from mpm.plugins.gateway_settings import callback_url
 from mpm.models.base import utcnow
-from mpm.rollups import refresh_rollups
 
 pytestmark = [pytest.mark.browser, pytest.mark.queue]
 

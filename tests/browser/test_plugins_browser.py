@@ -6,8 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 from mpm.extensions import db
-from mpm.credentials import decrypt
-from mpm.gateway_settings import gateway_setting
+from mpm.plugins.credentials import decrypt
+from mpm.plugins.gateway_settings import gateway_setting
 
 pytestmark = pytest.mark.browser
 

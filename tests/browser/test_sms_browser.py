@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from conftest import enable_simulated_gateway, make_person
 from mpm.extensions import db
-from mpm.gateway_settings import callback_url
 from mpm.models import Sms
+from mpm.plugins.gateway_settings import callback_url
 
 pytestmark = [pytest.mark.browser, pytest.mark.queue]
 

@@ -18,7 +18,7 @@ def upgrade():
     with op.batch_alter_table('phone_number', schema=None) as batch_op:
         batch_op.add_column(sa.Column('valid', sa.Boolean(), server_default=sa.true(), nullable=False))
     # Numbers stored before the flag existed: judge each once with the same rule as new ones.
-    from mpm.phones import is_valid_e164
+    from mpm.people.phones import is_valid_e164
 
     connection = op.get_bind()
     table = sa.table('phone_number', sa.column('id', sa.Integer()), sa.column('e164', sa.String()),

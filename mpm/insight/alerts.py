@@ -14,13 +14,14 @@ from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
-from mpm import gateway_health, mail
+from mpm import mail
 from mpm.extensions import db
+from mpm.gateways.registry import get_gateway
 from mpm.messaging import status as st
 from mpm.models import Company, GatewaySetting, User
 from mpm.models.base import utcnow
-from mpm.gateways.registry import get_gateway
-from mpm.plugins import selection
+from mpm.plugins import gateway_health
+from mpm.plugins.setup import selection
 from mpm.queue import redis_connection
 
 log = logging.getLogger(__name__)

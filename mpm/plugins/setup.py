@@ -12,17 +12,17 @@ from datetime import datetime, timedelta
 import requests
 from sqlalchemy import select
 
-from mpm import credentials as vault
 from mpm.audit import audit
 from mpm.extensions import db
-from mpm.gateway_settings import callback_urls, config_with, gateway_setting, settings_by_key
 from mpm.gateways.base import CredentialCheck, SettingField
 from mpm.gateways.registry import all_gateways, get_gateway
 from mpm.messaging import circuit, status
 from mpm.messaging.send import NO_ACTIVE_PROVIDER, Recipient, queue_messages
 from mpm.models import AuditEntry, Company, GatewaySetting, Sms
 from mpm.models.base import as_utc, utcnow
-from mpm.phones import to_e164
+from mpm.people.phones import to_e164
+from mpm.plugins import credentials as vault
+from mpm.plugins.gateway_settings import callback_urls, config_with, gateway_setting, settings_by_key
 
 AUDIT_PREFIX = "plugin."
 TEST_SMS_BODY = "Test message from {company} (MPM Messaging). If you can read this, SMS sending works."
@@ -449,7 +449,7 @@ class Overview:
 
 
 def overview(company_id: int, key: str) -> Overview:
-    """State, role and callback URLs of one gateway (its delivery figures: mpm.dashboard, from the rollups)."""
+    """State, role and callback URLs of one gateway (its delivery figures: mpm.insight.dashboard, from the rollups)."""
     check_key(key)
     chosen = selection(company_id)
     return Overview(

@@ -7,8 +7,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import generate_password_hash
 
-from mpm import accounts, mail
-from mpm.accounts import AccountRefused
+from mpm import mail
+from mpm.accounts import users
+from mpm.accounts.users import AccountRefused
 from mpm.audit import audit, recent_entries
 from mpm.extensions import db
 from mpm.models import Company, User
@@ -81,14 +82,14 @@ def _an_admin_remains(user: User, label: str) -> None:
 
 def add_user(company_id: int, name: str, email: str, role: str, by_user_id: int) -> IssuedLink:
     """A new user without a password, and the one-time link with which they choose one."""
-    name = accounts.checked_name(name)
+    name = users.checked_name(name)
     role = _check_role(role)
-    email = accounts.checked_email(email)
+    email = users.checked_email(email)
     user = User(company_id=company_id, name=name, email=email, role=role)
     _unusable_password(user)
     db.session.add(user)
     db.session.flush()
-    token = accounts.issue_password_link(user, by_user_id)
+    token = users.issue_password_link(user, by_user_id)
     audit(company_id, by_user_id, "staff.added", email, user_id=user.id, role=role)
     try:
         db.session.commit()
@@ -104,7 +105,7 @@ def new_password_link(company_id: int, user_id: int, by_user_id: int) -> IssuedL
     user = _user(company_id, user_id)
     if not user.active:
         raise AccountRefused(f"{user.email} is deactivated: reactivate the account first.")
-    token = accounts.issue_password_link(user, by_user_id)
+    token = users.issue_password_link(user, by_user_id)
     audit(company_id, by_user_id, "staff.password_link_issued", user.email, user_id=user.id)
     db.session.commit()
     return _deliver(user, token, welcome=False)
@@ -158,7 +159,7 @@ def _unusable_password(user: User) -> None:
 
 
 def _deliver(user: User, token: str, welcome: bool) -> IssuedLink:
-    url = accounts.link_url(token)
+    url = users.link_url(token)
     if not mail.configured():
         return IssuedLink(user, url, emailed=False)
     company = db.session.get(Company, user.company_id)

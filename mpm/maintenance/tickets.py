@@ -8,11 +8,11 @@ from sqlalchemy.orm import selectinload
 
 from mpm import sms_templates
 from mpm.extensions import db
-from mpm.paging import numbered_page
 from mpm.messaging.send import SmsRefused, queue_messages, recipient_for_person
 from mpm.models import MaintenanceTicket, Person, Sms, TicketComment
 from mpm.models.base import utcnow
-from mpm.phones import display
+from mpm.paging import numbered_page
+from mpm.people.phones import display
 from mpm.queue import HIGH
 
 DEFAULT_CATEGORIES = ("Electricity outage", "Meter fault", "Wiring", "Solar home system repair", "Other")

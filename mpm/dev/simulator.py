@@ -1,6 +1,6 @@
 """Local gateway simulator — a DEVELOPMENT TOOL, never part of a production setup.
 
-`python -m mpm.simulator --port N` serves, on loopback, the parts of the providers' APIs this app
+`python -m mpm.dev.simulator --port N` serves, on loopback, the parts of the providers' APIs this app
 uses, answering in the providers' formats:
 - AfricasTalking: POST /version1/messaging, GET /version1/user;
 - TextBee: GET /api/v1/gateway/devices, POST /api/v1/gateway/devices/<id>/send-sms.
@@ -42,7 +42,7 @@ import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import WSGIRequestHandler
 
-log = logging.getLogger("mpm.simulator")
+log = logging.getLogger("mpm.dev.simulator")
 
 GATEWAYS = ("africastalking", "textbee")
 DEVICE_ID = "sim-device-1"
@@ -128,7 +128,7 @@ def apply_config(mode: FailureMode, body: dict) -> None:
         setattr(mode, name, value)
 
 
-_DROP = "mpm.simulator.drop"
+_DROP = "mpm.dev.simulator.drop"
 
 
 def drop_connection() -> Response:

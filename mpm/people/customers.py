@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from sqlalchemy import and_, or_, select, update
 
 from mpm.extensions import db
-from mpm.paging import numbered_page
 from mpm.models import Company, CustomerGroup, CustomerType, MiniGrid, Person, PhoneNumber
 from mpm.models.base import DB_INT_MAX
-from mpm.phones import InvalidPhoneNumber, to_e164
+from mpm.paging import numbered_page
+from mpm.people.phones import InvalidPhoneNumber, to_e164
 
 
 @dataclass

@@ -15,11 +15,11 @@ from sqlalchemy.exc import IntegrityError
 
 from mpm import sms_templates
 from mpm.extensions import db
-from mpm.paging import numbered_page
 from mpm.messaging.send import Recipient, SmsRefused, queue_messages, recipient_for_person
 from mpm.models import Company, Person, PhoneNumber, Sms, Transaction
 from mpm.models.base import DB_INT_MAX
-from mpm.phones import InvalidPhoneNumber, to_e164
+from mpm.paging import numbered_page
+from mpm.people.phones import InvalidPhoneNumber, to_e164
 from mpm.queue import HIGH
 
 CONFIRMATION_TRIGGERS = ("transaction", "resend_information")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mpm import config
 
-GUNICORN_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+GUNICORN_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "gunicorn.conf.py"
 
 
 def _free_port() -> int:
@@ -40,7 +40,7 @@ def _prepare_database(env: dict, seed: bool) -> str:
     from sqlalchemy import select
 
     from mpm import create_app
-    from mpm.demo import DEFAULT_ADMIN_EMAIL, seed_demo
+    from mpm.dev.demo import DEFAULT_ADMIN_EMAIL, seed_demo
     from mpm.extensions import db
     from mpm.models import Company, User
 
@@ -60,7 +60,7 @@ def _prepare_database(env: dict, seed: bool) -> str:
                 return f"No user {email} in the existing data; set MPM_ADMIN_EMAIL to an existing admin."
             admin.set_password(password)
             db.session.commit()
-        from mpm.simulator_setup import enable_simulator_gateway
+        from mpm.dev.simulator_setup import enable_simulator_gateway
 
         enable_simulator_gateway(env.get("MPM_SIMULATOR_URL", ""))
         return f"Admin login: {email} / {password}"
@@ -114,9 +114,10 @@ def main() -> int:
             # The simulator is a development tool: only this embedded run starts it.
             sim_port = _free_port()
             env["MPM_SIMULATOR_URL"] = f"http://127.0.0.1:{sim_port}"
-            from mpm.simulator_setup import SIMULATOR_API_KEY
+            from mpm.dev.simulator_setup import SIMULATOR_API_KEY
 
-            start("simulator", [python, "-m", "mpm.simulator", "--port", str(sim_port), "--api-key", SIMULATOR_API_KEY])
+            start("simulator", [python, "-m", "mpm.dev.simulator", "--port", str(sim_port),
+                                "--api-key", SIMULATOR_API_KEY])
         login = _prepare_database(env, seed=not os.environ.get("DATABASE_URL"))
         start("worker", [python, "-m", "flask", "--app", "wsgi", "worker"])
         # The deployment's gunicorn settings: its access log leaves out the secrets in callback URLs.

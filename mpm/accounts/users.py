@@ -13,7 +13,7 @@ from mpm.audit import audit
 from mpm.extensions import db
 from mpm.models import Company, PasswordLink, User
 from mpm.models.base import utcnow
-from mpm.phones import InvalidPhoneNumber
+from mpm.people.phones import InvalidPhoneNumber
 
 # Checked when the email is unknown, so a wrong email costs as long as a wrong password and the
 # answer's timing does not tell which accounts exist.

@@ -1,4 +1,4 @@
-"""Figures of the dashboard and of each gateway's overview, read from the rollups (mpm.rollups), never
+"""Figures of the dashboard and of each gateway's overview, read from the rollups (mpm.insight.rollups), never
 from the SMS table; the one live figure is "messages waiting now" (queued rows, ix_sms_company_status)."""
 import csv
 import io
@@ -9,11 +9,11 @@ from sqlalchemy import func, select
 
 from mpm.extensions import db
 from mpm.gateways.registry import all_gateways
+from mpm.insight.rollups import TTD_COLUMNS, TTD_EDGES, day_start, hour_cutoff, local_day
 from mpm.messaging import status as st
 from mpm.messaging.history import company_zone
 from mpm.models import Company, Person, Sms, SmsRollup
 from mpm.models.base import utcnow
-from mpm.rollups import TTD_COLUMNS, TTD_EDGES, day_start, hour_cutoff, local_day
 
 # Date-range presets: key → (label, grain, days); "48h" is by the hour.
 RANGES = {

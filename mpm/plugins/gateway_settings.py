@@ -6,11 +6,11 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from mpm.credentials import decrypt
 from mpm.extensions import db
 from mpm.gateways.base import GatewayConfig
 from mpm.gateways.registry import all_gateways, get_gateway, priority_order
 from mpm.models import GatewaySetting
+from mpm.plugins.credentials import decrypt
 
 
 def active_gateway_keys(company_id: int) -> list[str]:

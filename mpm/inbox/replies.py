@@ -111,7 +111,7 @@ def _set_opt_out(sms: Sms, out: bool) -> None:
 
 
 def _resend(sms: Sms) -> None:
-    from mpm.transactions import resend_last_confirmation
+    from mpm.payments.transactions import resend_last_confirmation
 
     try:
         answer = resend_last_confirmation(sms.company_id, sms)
@@ -124,7 +124,7 @@ def _resend(sms: Sms) -> None:
 
 
 def _ticket_comment(sms: Sms, keyword: str) -> None:
-    from mpm.maintenance import add_comment, open_ticket_for
+    from mpm.maintenance.tickets import add_comment, open_ticket_for
 
     if sms.person_id is None:
         _note(sms, "Ticket keyword from a number that belongs to nobody here: no comment added.")

@@ -9,9 +9,9 @@ import requests
 from sqlalchemy import select
 
 from mpm.extensions import db
-from mpm.credentials import encrypt
-from mpm.gateway_settings import callback_url, gateway_setting
 from mpm.models import Company
+from mpm.plugins.credentials import encrypt
+from mpm.plugins.gateway_settings import callback_url, gateway_setting
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _enable_africastalking(simulator_url: str, company_id: int) -> bool:
 def _enable_textbee(simulator_url: str, company_id: int) -> bool:
     """TextBee (the guide's low-cost option) on the simulator's phone, second in priority: it carries
     what AfricasTalking cannot, and its signed webhooks come back like the real ones."""
-    from mpm.simulator import DEVICE_ID
+    from mpm.dev.simulator import DEVICE_ID
 
     setting = gateway_setting(company_id, "textbee")
     if not _simulated(setting):
@@ -100,9 +100,9 @@ def simulate_incoming_sms(company_id: int, typed_number: str, body: str):
     import uuid
 
     from mpm.gateways.base import IncomingMessage
-    from mpm.gateway_settings import active_gateway_keys
     from mpm.messaging.inbound import store_incoming
-    from mpm.phones import to_e164
+    from mpm.people.phones import to_e164
+    from mpm.plugins.gateway_settings import active_gateway_keys
 
     company = db.session.get(Company, company_id)
     number = to_e164(typed_number, company.default_region)

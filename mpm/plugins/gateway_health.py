@@ -12,13 +12,13 @@ import requests
 from sqlalchemy import func, select
 
 from mpm.extensions import db
-from mpm import credentials
-from mpm.gateway_settings import config_for, find_gateway_setting
 from mpm.gateways import registry, textbee, textbee_devices
 from mpm.messaging import ratelimit
 from mpm.messaging import status as st
 from mpm.models import GatewaySetting, SmsRollup
 from mpm.models.base import utcnow
+from mpm.plugins import credentials
+from mpm.plugins.gateway_settings import config_for, find_gateway_setting
 from mpm.queue import redis_connection
 
 log = logging.getLogger(__name__)

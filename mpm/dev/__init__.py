@@ -1,0 +1,1 @@
+"""Development tools, never used in production: the embedded runner, demo data and the gateway simulator."""

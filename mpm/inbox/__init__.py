@@ -1,0 +1,1 @@
+"""Incoming SMS: what a reply makes happen, and the inbox from which staff read and answer them."""

@@ -1,0 +1,1 @@
+"""Delivery insight: rollups, dashboard figures, charts and alerts."""

@@ -1,0 +1,1 @@
+"""Maintenance tickets and the SMS they send."""

@@ -1,0 +1,1 @@
+"""Payments: transactions posted through the API and their confirmation SMS."""

@@ -1,0 +1,1 @@
+"""People (customers, agents, service providers): finding them and their phone numbers."""
