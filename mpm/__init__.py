@@ -5,10 +5,11 @@ from pathlib import Path
 from flask import Flask, jsonify, render_template, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.routing import IntegerConverter
 
 from mpm import config
 from mpm.extensions import csrf, db, login_manager, migrate
-from mpm.models.base import utcnow
+from mpm.models.base import DB_INT_MAX, utcnow
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 
@@ -62,9 +63,19 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
         cursor.close()
 
 
+class DatabaseIdConverter(IntegerConverter):
+    """`<int:…>` in every route: an id no database column can hold matches no route (404), instead of
+    reaching PostgreSQL and failing there."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", DB_INT_MAX)
+        super().__init__(url_map, *args, **kwargs)
+
+
 def register_blueprints(app: Flask) -> None:
     from mpm.blueprints import all_blueprints
 
+    app.url_map.converters["int"] = DatabaseIdConverter
     for blueprint in all_blueprints():
         app.register_blueprint(blueprint)
     if app.config.get("SIMULATOR_URL"):

@@ -210,10 +210,15 @@ def test_simulator_reports_come_back_and_the_message_ends_delivered(app, company
     assert set(expected.values()) == {"failed", "delivered"}
 
 
-def test_company_id_beyond_any_database_id_is_a_403_not_a_crash(client, company):
+def test_company_id_beyond_any_database_id_is_a_404_not_a_crash(client, company):
     response = client.post("/api/africas-talking/callback/99999999999999999999/delivery-reports?token=x",
                            data={"id": "a", "status": "Success"})
-    assert response.status_code == 403
+    assert response.status_code == 404
+
+
+def test_an_id_beyond_any_database_id_in_a_page_address_is_a_404(logged_in):
+    for path in ("/sms/2147483648", "/customers/99999999999999999999", "/broadcasts/2147483648"):
+        assert logged_in.get(path).status_code == 404, path
 
 
 def test_viber_message_from_a_subscriber_is_stored_for_that_person(client, company):
