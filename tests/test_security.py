@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+from werkzeug.routing import IntegerConverter
 
 from conftest import PASSWORD, csrf_token, login, make_user
 from mpm import create_app
@@ -139,7 +140,7 @@ def _post_routes(app):
 
 def _url_for_rule(rule) -> str:
     # CSRF is checked before the view runs, so any id reaches the check.
-    values = {name: 1 if rule._converters[name].__class__.__name__ == "IntegerConverter" else "x"
+    values = {name: 1 if isinstance(rule._converters[name], IntegerConverter) else "x"
               for name in rule.arguments}
     return rule.build(values, append_unknown=False)[1]
 

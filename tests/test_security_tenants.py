@@ -6,6 +6,7 @@ fails loudly, so whoever adds it also says which model the id names (ID_PARAMETE
 from decimal import Decimal
 
 import pytest
+from werkzeug.routing import IntegerConverter
 from sqlalchemy import select
 
 from conftest import csrf_token, login, make_company, make_person, make_user
@@ -86,7 +87,7 @@ def _is_machine_endpoint(rule) -> bool:
 def _routes_with_ids(app):
     for rule in app.url_map.iter_rules():
         int_args = [name for name in rule.arguments
-                    if type(rule._converters[name]).__name__ == "IntegerConverter"]
+                    if isinstance(rule._converters[name], IntegerConverter)]
         if int_args and not _is_machine_endpoint(rule):
             yield rule, int_args
 
@@ -94,7 +95,7 @@ def _routes_with_ids(app):
 def _url(rule, world) -> str:
     values = {}
     for name in rule.arguments:
-        if type(rule._converters[name]).__name__ == "IntegerConverter":
+        if isinstance(rule._converters[name], IntegerConverter):
             names = dict(ID_PARAMETERS)
             for prefix, overrides in ID_PARAMETERS_BY_PREFIX.items():
                 if rule.rule.startswith(prefix):
