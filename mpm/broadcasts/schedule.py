@@ -1,20 +1,13 @@
 """When a broadcast may send: a start time typed in the company's time zone, and quiet hours
 (local clock times, possibly across midnight) during which nothing is handed to a gateway."""
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mpm.company_time import zone
 from mpm.models.base import as_utc
 
 
 class ScheduleError(ValueError):
     pass
-
-
-def zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def parse_local(text: str, tz_name: str) -> datetime:

@@ -22,11 +22,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import func, or_, select, update
 
+from mpm import company_time
 from mpm.extensions import db
 from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, OutboundMessage, SendResult
 from mpm.gateways.registry import get_gateway
@@ -84,7 +84,7 @@ class _Run:
             except UnreadableCredentials as exc:
                 self.unreadable[setting.gateway] = str(exc)
         company = db.session.get(Company, company_id)
-        self.tz = ZoneInfo(company.time_zone) if company and company.time_zone else timezone.utc
+        self.tz = company_time.zone(company.time_zone if company else None)
         self.viber_ids: dict[int, str] = {}
 
     def usable(self):
