@@ -1,5 +1,4 @@
 """MPM Messaging: the SMS module of MicroPowerManager."""
-import logging
 from pathlib import Path
 
 from flask import Flask, jsonify, render_template, request
@@ -73,11 +72,12 @@ class DatabaseIdConverter(IntegerConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from mpm.blueprints import all_blueprints
+    from mpm.blueprints import ALL_BLUEPRINTS, callbacks
 
     app.url_map.converters["int"] = DatabaseIdConverter
-    for blueprint in all_blueprints():
+    for blueprint in ALL_BLUEPRINTS:
         app.register_blueprint(blueprint)
+    callbacks.install(app)
     if app.config.get("SIMULATOR_URL"):
         # Development tools exist only beside the simulator; production never sets SIMULATOR_URL.
         from mpm.blueprints.simulator_tools import bp as simulator_tools
@@ -96,21 +96,13 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(413)
     def too_large(error):
         # MAX_CONTENT_LENGTH or Werkzeug's form limits: refused before anything is read into the app.
-        logging.getLogger("mpm.requests").warning(
-            "request refused (413): %s %s of %s bytes from %s", request.method, request.path,
-            request.content_length, request.remote_addr)
-        limit = app.config.get("MAX_CONTENT_LENGTH")
-        message = f"The request is too large (the limit is {limit:,} bytes)." if limit else "The request is too large."
-        return _answer(message, 413)
+        from mpm.web import too_large
 
-    from mpm.messaging.inbound import IncomingRefused
-
-    @app.errorhandler(IncomingRefused)
-    def incoming_refused(error):
-        return _answer(str(error), error.status)  # logged where it was refused
+        return _answer(too_large(request.method, request.path, request.content_length, request.remote_addr,
+                                 app.config.get("MAX_CONTENT_LENGTH")), 413)
 
     def _answer(message: str, code: int):
-        """JSON for machine clients (the API and the providers' callbacks), a page for people."""
+        """JSON for machine clients (the API), a page for people."""
         if request.path.startswith("/api/"):
             return jsonify({"error": message}), code
         return render_template("error.html", code=code, description=message), code

@@ -1,10 +1,18 @@
 """Small request-side helpers shared by the blueprints."""
+import logging
 from functools import wraps
 
 from flask import abort, make_response, render_template, request
 from flask_login import current_user
 
 from mpm.extensions import db
+
+
+def too_large(method: str, path: str, length: int | None, address: str | None, limit: int | None) -> str:
+    """Log a request refused for its size (413) and say why, for the one who sent it."""
+    logging.getLogger("mpm.requests").warning("request refused (413): %s %s of %s bytes from %s", method, path,
+                                              length, address)
+    return f"The request is too large (the limit is {limit:,} bytes)." if limit else "The request is too large."
 
 
 def is_htmx() -> bool:

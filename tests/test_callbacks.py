@@ -210,6 +210,28 @@ def test_simulator_reports_come_back_and_the_message_ends_delivered(app, company
     assert set(expected.values()) == {"failed", "delivered"}
 
 
+def test_a_callback_url_asked_with_the_wrong_method_is_a_405_in_json(client, company):
+    enable_gateway(company, "africastalking")
+    response = client.get(_at_url(company))
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert "not allowed" in response.get_json()["error"]
+
+
+def test_with_redis_down_a_report_gets_a_500_so_the_provider_sends_it_again(app, company, caplog):
+    from mpm import create_app
+
+    enable_gateway(company, "africastalking")
+    sms = _sent_sms(company)
+    no_redis = create_app({key: app.config[key] for key in ("TESTING", "SECRET_KEY", "SQLALCHEMY_DATABASE_URI",
+                                                            "PUBLIC_BASE_URL")} | {"REDIS_URL": "redis://127.0.0.1:1"})
+    response = no_redis.test_client().post(_at_url(company), data={"id": "ATXid_1", "status": "Success"})
+    assert response.status_code == 500
+    assert response.get_json() == {"error": "internal error"}
+    assert "callback failed: POST /api/africas-talking/callback/" in caplog.text
+    assert _status(sms.id) == status.SENT  # nothing taken: the provider's retry brings it
+
+
 def test_company_id_beyond_any_database_id_is_a_404_not_a_crash(client, company):
     response = client.post("/api/africas-talking/callback/99999999999999999999/delivery-reports?token=x",
                            data={"id": "a", "status": "Success"})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from mpm.gateways.base import CallbackRefused, CallbackRequest, DeliveryReport, IncomingMessage, Unsubscribed
 from mpm.gateways.registry import callback_routes, get_gateway
 from mpm.messaging.delivery import callback_secret_matches, forget_viber_subscriber, receive_delivery_reports
-from mpm.messaging.inbound import store_incoming
+from mpm.messaging.inbound import IncomingRefused, store_incoming
 from mpm.plugins.credentials import UnreadableCredentials
 from mpm.plugins.gateway_settings import config_for, find_gateway_setting
 
@@ -75,7 +75,10 @@ def _apply(company_id: int, gateway_key: str, results) -> CallbackAnswer:
     reports = [r for r in results if isinstance(r, DeliveryReport)]
     for result in results:
         if isinstance(result, IncomingMessage):
-            store_incoming(company_id, gateway_key, result)
+            try:
+                store_incoming(company_id, gateway_key, result)
+            except IncomingRefused as exc:  # logged where it was refused
+                return CallbackAnswer(exc.status, {"error": str(exc)})
         elif isinstance(result, Unsubscribed):
             forget_viber_subscriber(company_id, result.viber_id)
     if reports:
