@@ -48,7 +48,7 @@ PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored t
 BATCH = 1000
 LEASE_SECONDS = 15
 BUDGET_SECONDS = 1.5
-CYCLE_SECONDS = 0.1  # at most one batch per this interval unless a full batch waits: fewer, larger transactions
+CYCLE_SECONDS = 0.25  # at most one batch per this interval unless a full batch waits: fewer, larger transactions
 IDLE_BLOCK_MS = 200  # how long an idle writer waits for more before it ends (config REPORT_WRITER_IDLE_MS)
 
 
