@@ -288,3 +288,19 @@ def test_number_search_finds_messages_from_a_number_that_later_became_a_customer
     db.session.commit()
     assert "Who is this?" in logged_in.get("/sms/?q=0722 000 999").get_data(as_text=True)
     assert "Who is this?" not in logged_in.get("/sms/?q=0722 000 998").get_data(as_text=True)
+
+
+def test_the_count_above_the_list_stops_at_a_thousand_and_says_so(logged_in, company):
+    from sqlalchemy import insert
+
+    rows = [dict(company_id=company.id, direction="outbound", number="+254712000001", body="Hello", status="failed",
+                 gateway="africastalking", error="AfricasTalking: Failed, reason DeliveryFailure",
+                 created_at=T0 + timedelta(seconds=i), updated_at=T0) for i in range(1001)]
+    db.session.execute(insert(Sms), rows)
+    db.session.commit()
+    reason = "AfricasTalking: Failed, reason DeliveryFailure"
+    page = logged_in.get("/sms/", query_string={"status": "failed", "reason": reason}).get_data(as_text=True)
+    assert re.search(r'id="sms-total">1,000\+ messages<', page)
+    add_sms(company, 0, status="failed", error="TextBee: Generic failure")
+    page = logged_in.get("/sms/", query_string={"status": "failed", "reason": "TextBee"}).get_data(as_text=True)
+    assert re.search(r'id="sms-total">1 message<', page)

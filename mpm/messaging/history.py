@@ -32,7 +32,7 @@ TRIGGERS = ("manual", "broadcast", "transaction", "maintenance", "reply", "resen
 TRIGGER_LABELS = {"manual": "sent by staff", "broadcast": "broadcast", "transaction": "payment confirmation",
                   "maintenance": "maintenance ticket", "reply": "reply", "resend": "sent again",
                   "resend_information": "payment details sent again", "test": "test SMS"}
-TOTAL_COUNT_CAP = 10_000  # beyond this the history says "10,000+" instead of counting a million rows
+TOTAL_COUNT_CAP = 1_000  # beyond this the history says "1,000+": counting further costs more than it tells
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 PERSON_HISTORY_SIZE = 20
 EXPORT_BATCH = 1000
