@@ -197,9 +197,9 @@ def delivery_insight(company_id: int, range_text: str | None = None, gateway: st
     scope = [r.company_id == company_id, r.grain == grain, r.bucket >= start]
     if gateway:
         scope.append(r.gateway == gateway)
-    # Summed by the database in two reads of the range's rollups (a few rows per day whatever the
-    # volume): per period × outcome for the chart; per gateway × outcome × reason, with the
-    # time-to-delivery counts, for the gateway lines, the failure reasons and the histogram.
+    # Summed by the database from the rollups' figures index (a few rows per day whatever the
+    # volume): per period × outcome for the chart; per gateway × outcome × reason for the gateway
+    # lines and the failure reasons; the time-to-delivery counts of delivered messages.
     totals = Point(start=start, label="total", day=points[0].day)
     for bucket, outcome, messages, segments, cost in db.session.execute(
             select(r.bucket, r.outcome, func.sum(r.messages), func.sum(r.segments), func.sum(r.cost))
@@ -212,16 +212,15 @@ def delivery_insight(company_id: int, range_text: str | None = None, gateway: st
         _add(totals, *values)
     lines: dict[str, GatewayLine] = {}
     by_reason: dict[tuple[str, str], int] = {}
-    histogram = [0] * len(TTD_COLUMNS)
-    for gw, outcome, reason, messages, segments, cost, *ttd in db.session.execute(
-            select(r.gateway, r.outcome, r.reason, func.sum(r.messages), func.sum(r.segments), func.sum(r.cost),
-                   *(func.sum(getattr(r, c)) for c in TTD_COLUMNS))
+    for gw, outcome, reason, messages, segments, cost in db.session.execute(
+            select(r.gateway, r.outcome, r.reason, func.sum(r.messages), func.sum(r.segments), func.sum(r.cost))
             .where(*scope).group_by(r.gateway, r.outcome, r.reason)):
         _add(lines.setdefault(gw, GatewayLine(gw)), outcome, int(messages), int(segments or 0), float(cost or 0))
         if outcome == st.FAILED:
             by_reason[(reason, gw)] = int(messages)
-        elif outcome == st.DELIVERED:
-            histogram = [n + int(more or 0) for n, more in zip(histogram, ttd)]
+    sums = db.session.execute(select(*(func.coalesce(func.sum(getattr(r, c)), 0) for c in TTD_COLUMNS))
+                              .where(*scope, r.outcome == st.DELIVERED)).one()
+    histogram = [int(n) for n in sums]
     reasons = [Reason(reason, gw, n) for (reason, gw), n in
                sorted(by_reason.items(), key=lambda item: (-item[1], item[0][0]))[:TOP_REASONS]]
     return Insight(range_key=key, grain=grain, currency=company.currency, first_day=points[0].day,
