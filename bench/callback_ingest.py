@@ -7,7 +7,8 @@
 Stores N outbound SMS as `sent` (bulk insert), starts gunicorn exactly as deploy/Procfile does
 (gthread, 4 threads per worker, the redacting access log) and one RQ worker (`flask worker`: the
 report writer runs there), then a load client on loopback (--clients processes, each one keep-alive
-connection, http.client) posts:
+connection, http.client) warms both paths up (2,000 requests each; the reports on a second company's
+messages), then posts:
 1. N GET /healthz-lite (no database, no Redis): the server's rate on a trivial endpoint;
 2. N AfricasTalking delivery reports (form-encoded, status Success, the provider's fields) to the
    company's callback URL with its token: reports/s answered (each is in Redis when answered), then
@@ -57,8 +58,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs{mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def seed(database_url: str, reports: int) -> tuple[int, str]:
-    """N outbound SMS `sent` through AfricasTalking; returns (company id, callback token)."""
+def seed(database_url: str, reports: int, warm_up: int) -> tuple[tuple[int, str], tuple[int, str]]:
+    """N outbound SMS `sent` through AfricasTalking for the measured company, and `warm_up` more for a
+    second company whose reports warm the server up; returns (company id, callback token) of each."""
     from sqlalchemy import insert
 
     from mpm import create_app
@@ -71,24 +73,26 @@ def seed(database_url: str, reports: int) -> tuple[int, str]:
     with app.app_context():
         db.drop_all()
         db.create_all()
-        company = Company(name="Bench Mini-Grids", default_region="KE", time_zone="Africa/Nairobi", currency="KES")
-        db.session.add(company)
-        db.session.flush()
-        token = secrets.token_urlsafe(24)
-        db.session.add(GatewaySetting(company_id=company.id, gateway="africastalking", enabled=True, valid=True,
-                                      credentials_encrypted=encrypt({"api_key": "k", "username": "bench"}),
-                                      callback_secret=token, options={}))
-        now = utcnow()
-        rows = [{"company_id": company.id, "direction": "outbound", "number": f"+2547{i:08d}", "body": "Your token",
-                 "encoding": "GSM-7", "segments": 1, "status": "sent", "gateway": "africastalking",
-                 "provider_message_id": f"ATXid_bench_{i}", "trigger": "manual", "lane": "bulk", "attempts": 1,
-                 "tried_gateways": ["africastalking"], "created_at": now, "updated_at": now} for i in range(reports)]
-        for start in range(0, len(rows), 5000):
-            db.session.execute(insert(Sms.__table__), rows[start:start + 5000])
+        made = []
+        for name, prefix, count in (("Bench Mini-Grids", "ATXid_bench_", reports), ("Warm-up Co", "ATXid_warm_", warm_up)):
+            company = Company(name=name, default_region="KE", time_zone="Africa/Nairobi", currency="KES")
+            db.session.add(company)
+            db.session.flush()
+            token = secrets.token_urlsafe(24)
+            db.session.add(GatewaySetting(company_id=company.id, gateway="africastalking", enabled=True, valid=True,
+                                          credentials_encrypted=encrypt({"api_key": "k", "username": "bench"}),
+                                          callback_secret=token, options={}))
+            now = utcnow()
+            rows = [{"company_id": company.id, "direction": "outbound", "number": f"+2547{i:08d}", "body": "Your token",
+                     "encoding": "GSM-7", "segments": 1, "status": "sent", "gateway": "africastalking",
+                     "provider_message_id": f"{prefix}{i}", "trigger": "manual", "lane": "bulk", "attempts": 1,
+                     "tried_gateways": ["africastalking"], "created_at": now, "updated_at": now} for i in range(count)]
+            for start in range(0, len(rows), 5000):
+                db.session.execute(insert(Sms.__table__), rows[start:start + 5000])
+            made.append((company.id, token))
         db.session.commit()
-        company_id = company.id
         db.engine.dispose()
-    return company_id, token
+    return made[0], made[1]
 
 
 def _client(args) -> tuple[int, int, dict, dict]:
@@ -132,9 +136,9 @@ def run_load(port: int, requests_: list, clients: int) -> tuple[float, int, int,
     return elapsed, sum(r[0] for r in results), sum(r[1] for r in results), codes, sent_at
 
 
-def report_body(i: int, status: str) -> bytes:
+def report_body(i: int, status: str, prefix: str = "ATXid_bench_") -> bytes:
     # The fields AfricasTalking posts (form-encoded) for a delivery report.
-    fields = {"id": f"ATXid_bench_{i}", "status": status, "phoneNumber": f"+2547{i:08d}", "networkCode": "63902",
+    fields = {"id": f"{prefix}{i}", "status": status, "phoneNumber": f"+2547{i:08d}", "networkCode": "63902",
               "retryCount": "0"}
     return urlencode(fields).encode()
 
@@ -260,7 +264,8 @@ def main() -> int:
     print(f"database: {dialect}; gunicorn: {args.web_workers} workers x 4 threads; 1 RQ worker; load client: "
           f"{args.clients} processes on loopback; {args.reports:,} requests per phase")
     started = time.perf_counter()
-    company_id, token = seed(database_url, args.reports)
+    warm_up = min(2000, args.reports)
+    (company_id, token), (warm_id, warm_token) = seed(database_url, args.reports, warm_up)
     print(f"seeded {args.reports:,} sent messages in {time.perf_counter() - started:.1f} s")
 
     port, processes, logs = start_servers(tmp, database_url, redis_server.socket_file, args.web_workers)
@@ -272,7 +277,11 @@ def main() -> int:
         replays = [("POST", path, report_body(i, s), None) for i in range(args.reports) for s in ("Success", "Buffered")]
         random.Random(2).shuffle(replays)
 
-        run_load(port, trivial[: min(2000, args.reports)], args.clients)  # warm-up
+        # Warm-up of both paths (imports, connection pools of every worker thread), on another company's messages.
+        warm_path = f"/api/africas-talking/callback/{warm_id}/delivery-reports?token={warm_token}"
+        run_load(port, trivial[:warm_up], args.clients)
+        run_load(port, [("POST", warm_path, report_body(i, "Success", "ATXid_warm_"), None) for i in range(warm_up)],
+                 args.clients)
         t_trivial, ok_trivial, bad_trivial, _, _ = run_load(port, trivial, args.clients)
         t_reports, ok_reports, bad_reports, codes, sent_at = run_load(port, reports, args.clients)
         t_applied = wait_for_events(database_url, company_id, args.reports, 0, 120)

@@ -42,7 +42,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"PostgreSQL (private), embedded Redis, gunicorn {args.web_workers} workers x 4 threads, 1 RQ worker; "
           f"{args.reports:,} reports from {args.clients} connections; PostgreSQL down for {args.outage:.0f} s")
-    company_id, token = seed(postgres.url, args.reports)
+    (company_id, token), _ = seed(postgres.url, args.reports, warm_up=0)
     port, processes, logs = start_servers(tmp, postgres.url, redis_server.socket_file, args.web_workers)
     timeline: dict = {}
 

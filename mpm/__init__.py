@@ -94,7 +94,7 @@ def register_errorhandlers(app: Flask) -> None:
         app.register_error_handler(code, render_error)
 
     @app.errorhandler(413)
-    def too_large(error):
+    def request_too_large(error):
         # MAX_CONTENT_LENGTH or Werkzeug's form limits: refused before anything is read into the app.
         from mpm.web import too_large
 

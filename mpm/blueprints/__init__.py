@@ -17,4 +17,3 @@ from mpm.blueprints.transactions import bp as transactions
 
 ALL_BLUEPRINTS = [transactions, maintenance, settings, sms_inbox, api, auth, main, customers, plugins, broadcasts, sms,
                  staff, account, alerts]
-
