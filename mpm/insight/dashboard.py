@@ -1,5 +1,5 @@
 """Figures of the dashboard and of each gateway's overview, read from the rollups (mpm.insight.rollups), never
-from the SMS table; the one live figure is "messages waiting now" (queued rows, ix_sms_company_status)."""
+from the SMS table; the one live figure is "messages waiting now" (queued rows, ix_sms_company_status_created)."""
 import csv
 import io
 from dataclasses import dataclass, field

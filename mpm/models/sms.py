@@ -15,7 +15,9 @@ class Sms(TenantMixin, db.Model):
     __table_args__ = (
         # History pages: newest first per company, keyset on (created_at, id).
         Index("ix_sms_company_created", "company_id", "created_at", "id"),
-        Index("ix_sms_company_status", "company_id", "status"),
+        # One status newest first: the history filtered to a status or a failure reason (and its
+        # capped count), queued messages waiting now.
+        Index("ix_sms_company_status_created", "company_id", "status", "created_at", "id"),
         Index("ix_sms_person_created", "person_id", "created_at"),
         # Search by number: every message to or from it, whoever the number belongs to now.
         Index("ix_sms_company_number", "company_id", "number", "created_at"),

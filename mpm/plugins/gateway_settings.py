@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from mpm.extensions import db
 from mpm.gateways.base import GatewayConfig
-from mpm.gateways.registry import all_gateways, get_gateway, priority_order
+from mpm.gateways.registry import get_gateway, priority_order
 from mpm.models import GatewaySetting
 from mpm.plugins.credentials import decrypt
 
@@ -65,14 +65,10 @@ def callback_url(company_id: int, key: str, secret: str, index: int = 0) -> str:
     return base + get_gateway(key).callbacks[index].url(company_id, secret)
 
 
-def callback_urls(company_id: int) -> dict[str, list[tuple[str, str]]]:
-    """{gateway: [(label, absolute URL)]} to register with each provider."""
-    urls = {}
-    for gateway in all_gateways():
-        secret = gateway_setting(company_id, gateway.key).callback_secret
-        urls[gateway.key] = [(route.label, callback_url(company_id, gateway.key, secret, i))
-                             for i, route in enumerate(gateway.callbacks)]
-    return urls
+def callback_urls(company_id: int, key: str) -> list[tuple[str, str]]:
+    """[(label, absolute URL)] of one gateway, to register with its provider."""
+    secret = gateway_setting(company_id, key).callback_secret
+    return [(route.label, callback_url(company_id, key, secret, i)) for i, route in enumerate(get_gateway(key).callbacks)]
 
 
 def config_for(setting: GatewaySetting) -> GatewayConfig:

@@ -454,5 +454,5 @@ def overview(company_id: int, key: str) -> Overview:
     chosen = selection(company_id)
     return Overview(
         plugin=chosen.state_of(key), role=chosen.role_of(key), selection=chosen,
-        callback_urls=list(callback_urls(company_id).get(key, [])),
+        callback_urls=callback_urls(company_id, key),
     )
