@@ -24,6 +24,9 @@ def from_environment() -> dict:
     return {
         "SECRET_KEY": os.environ.get("MPM_SECRET_KEY", "dev-only-change-me"),
         "SQLALCHEMY_DATABASE_URI": database_url,
+        # A SQLite connection reads the planner statistics (refreshed by a minute job) when it opens:
+        # pooled connections are renewed every few minutes so that none plans with old ones.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_recycle": 300},
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
         # Where providers post delivery reports: the public base URL of this server.
         "PUBLIC_BASE_URL": os.environ.get("MPM_PUBLIC_BASE_URL", "http://127.0.0.1:5000"),

@@ -205,7 +205,21 @@ def watch_alerts():
     return watch()
 
 
+def refresh_planner_statistics() -> None:
+    """RQ job: SQLite keeps no statistics unless asked. Without them its planner may take an update
+    of a hundred messages by id through a status index and walk every `sent` message of the
+    company; a sampled ANALYZE takes milliseconds on millions of rows. (PostgreSQL's autovacuum
+    keeps its own.)"""
+    from mpm.extensions import db
+
+    if db.engine.dialect.name != "sqlite":
+        return
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=400")
+        conn.exec_driver_sql("ANALYZE")
+
+
 def enqueue_minute_jobs() -> None:
-    """With each sweep: the rollups behind the charts and the alerts."""
-    for job in (refresh_rollups, watch_alerts):
+    """With each sweep: the rollups behind the charts, the alerts, SQLite's planner statistics."""
+    for job in (refresh_rollups, watch_alerts, refresh_planner_statistics):
         queue(HIGH).enqueue(job, job_timeout=600)
