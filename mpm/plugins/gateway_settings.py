@@ -68,7 +68,8 @@ def callback_url(company_id: int, key: str, secret: str, index: int = 0) -> str:
 def callback_urls(company_id: int, key: str) -> list[tuple[str, str]]:
     """[(label, absolute URL)] of one gateway, to register with its provider."""
     secret = gateway_setting(company_id, key).callback_secret
-    return [(route.label, callback_url(company_id, key, secret, i)) for i, route in enumerate(get_gateway(key).callbacks)]
+    return [(route.label, callback_url(company_id, key, secret, i))
+            for i, route in enumerate(get_gateway(key).callbacks)]
 
 
 def config_for(setting: GatewaySetting) -> GatewayConfig:
