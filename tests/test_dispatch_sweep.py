@@ -126,14 +126,15 @@ def test_sweep_is_enqueued_once_per_interval_by_many_workers(app):
     assert enqueue_sweep_once_per_interval(app) is True
     assert enqueue_sweep_once_per_interval(app) is False
     with app.app_context():
-        # The sweep, plus the rollups and alerts that come with it.
+        # The sweep, plus the rollups, the alerts and SQLite's planner statistics that come with it.
         assert sorted(job.func_name for job in queue("high").jobs) == [
-            "mpm.jobs.refresh_rollups", "mpm.jobs.sweep", "mpm.jobs.watch_alerts"]
+            "mpm.jobs.refresh_planner_statistics", "mpm.jobs.refresh_rollups", "mpm.jobs.sweep",
+            "mpm.jobs.watch_alerts"]
         assert redis_connection().ttl("mpm:sweep:enqueued") > 0
     run_jobs(app)
     with app.app_context():
         assert queue("high").count == 0
-        assert queue("high").finished_job_registry.count == 3  # none failed
+        assert queue("high").finished_job_registry.count == 4  # none failed
 
 
 def test_rows_of_a_paused_broadcast_are_left_for_resume(app, company, simulator):

@@ -259,9 +259,11 @@ def _fetch(stmt, order, limit: int) -> list[Sms]:
 
 def total_count(company_id: int, flt: HistoryFilter, cap: int = TOTAL_COUNT_CAP) -> tuple[int, bool]:
     """How many messages the filter matches, counted up to `cap`: (count, more_than_cap)."""
-    # Newest first, like the page: the database walks the same index and stops at the cap.
-    base = (_filtered(company_id, replace(flt, after="", before="", oldest=False)).with_only_columns(Sms.id)
-            .order_by(*NEWEST_FIRST))
+    base = _filtered(company_id, replace(flt, after="", before="", oldest=False)).with_only_columns(Sms.id)
+    if flt.status:
+        # Newest first: the database walks (company, status, created_at) and stops at the cap, where it
+        # would otherwise gather every message of the status (600,000 failed ones) before counting.
+        base = base.order_by(*NEWEST_FIRST)
     n = db.session.scalar(select(func.count()).select_from(base.limit(cap + 1).subquery()))
     return min(n, cap), n > cap
 
