@@ -4,8 +4,8 @@ A 100,000-recipient broadcast brings a few hundred thousand delivery reports, in
 need nothing pages need (session, login, CSRF, rate limits, page headers, error pages), so they are
 routed here, before Flask's request handling: match one of the URLs the registered gateways
 declare, read the body within the same limits Flask applies, hand the request as plain values to
-mpm.messaging.callbacks inside an app context, answer JSON. A report then costs about what a
-trivial page does. Every other URL goes on to Flask.
+mpm.messaging.callbacks inside an app context, answer JSON. A report then costs the web server a
+little more than a trivial page (bench/RESULTS.md). Every other URL goes on to Flask.
 """
 import json
 import logging
