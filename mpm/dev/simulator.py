@@ -259,13 +259,18 @@ class NoDelayRequestHandler(WSGIRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def unauthorized(gateway: str) -> Response:
+    """The provider's answer to credentials it does not take."""
+    if gateway == "africastalking":
+        return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
+    return Response(json.dumps({"error": "Unauthorized"}), status=401, mimetype="application/json")
+
+
 def refused_credentials(state: SimulatorState, gateway: str, api_key: str | None, username: str | None = "-") -> Response | None:
     """The provider's answer to a missing or wrong API key (AfricasTalking also needs a username)."""
     if api_key and username and (not state.api_key or hmac.compare_digest(api_key, state.api_key)):
         return None
-    if gateway == "africastalking":
-        return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
-    return Response(json.dumps({"error": "Unauthorized"}), status=401, mimetype="application/json")
+    return unauthorized(gateway)
 
 
 def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flask:
@@ -304,10 +309,13 @@ def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flas
         if mode.mode == "5xx":
             return Response("simulated server error", status=503)
         if mode.mode == "auth":
-            if gateway == "africastalking":
-                return Response("The supplied authentication is invalid", status=401, mimetype="text/plain")
-            return jsonify({"error": "Unauthorized"}), 401
+            return unauthorized(gateway)
         return None
+
+    def turned_away(gateway: str, api_key: str | None, username: str | None = "-") -> Response | None:
+        """Wrong credentials or the configured failure: the answer instead of the normal one."""
+        refused = refused_credentials(state, gateway, api_key, username)
+        return refused if refused is not None else trouble(gateway)
 
     def answer(gateway: str, response):
         """Answer a request whose messages were taken: late, not at all, or now."""
@@ -331,22 +339,16 @@ def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flas
     # --- AfricasTalking --------------------------------------------------------------------
     @app.get("/version1/user")
     def at_user():
-        refused = refused_credentials(state, "africastalking", request.headers.get("apiKey"), request.args.get("username"))
-        if refused is not None:
-            return refused
-        failure = trouble("africastalking")
-        if failure is not None:
-            return failure
+        blocked = turned_away("africastalking", request.headers.get("apiKey"), request.args.get("username"))
+        if blocked is not None:
+            return blocked
         return jsonify({"UserData": {"balance": "KES 1000.0000"}})
 
     @app.post("/version1/messaging")
     def at_send():
-        refused = refused_credentials(state, "africastalking", request.headers.get("apiKey"), request.form.get("username"))
-        if refused is not None:
-            return refused
-        failure = trouble("africastalking")
-        if failure is not None:
-            return failure
+        blocked = turned_away("africastalking", request.headers.get("apiKey"), request.form.get("username"))
+        if blocked is not None:
+            return blocked
         numbers = [n.strip() for n in (request.form.get("to") or "").split(",") if n.strip()]
         message = request.form.get("message") or ""
         if not numbers or not message:
@@ -386,12 +388,9 @@ def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flas
     # --- TextBee -------------------------------------------------------------------------------
     @app.get("/api/v1/gateway/devices")
     def textbee_devices():
-        refused = refused_credentials(state, "textbee", request.headers.get("x-api-key"))
-        if refused is not None:
-            return refused
-        failure = trouble("textbee")
-        if failure is not None:
-            return failure
+        blocked = turned_away("textbee", request.headers.get("x-api-key"))
+        if blocked is not None:
+            return blocked
         # A phone that is on and online: TextBee stamps each device's last contact.
         seen = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return jsonify({"data": [{"_id": DEVICE_ID, "enabled": True, "brand": "Simulated", "model": "Phone",
@@ -400,12 +399,9 @@ def create_simulator(report_queue_size: int = 50_000, api_key: str = "") -> Flas
     @app.post("/api/v1/gateway/devices/<device_id>/send-sms")
     @app.post("/api/v1/gateway/devices/<device_id>/sendSMS")
     def textbee_send(device_id):
-        refused = refused_credentials(state, "textbee", request.headers.get("x-api-key"))
-        if refused is not None:
-            return refused
-        failure = trouble("textbee")
-        if failure is not None:
-            return failure
+        blocked = turned_away("textbee", request.headers.get("x-api-key"))
+        if blocked is not None:
+            return blocked
         if device_id != DEVICE_ID:
             return jsonify({"success": False, "error": "Device does not exist or is not enabled"}), 400
         body = request.get_json(silent=True) or {}
