@@ -237,6 +237,19 @@ def start_servers(tmp: Path, database_url: str, redis_socket: str, web_workers: 
     return port, [web, worker], logs
 
 
+def stop_servers(processes: list, logs: list) -> None:
+    """Stop what start_servers started (SIGTERM, then SIGKILL after 60 s) and close its logs."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures over it
+            process.kill()
+    for log in logs:
+        log.close()
+
+
 def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(len(values) * share))] if values else float("nan")
 
@@ -288,15 +301,7 @@ def main() -> int:
         t_replays, ok_replays, bad_replays, replay_codes, _ = run_load(port, replays, args.clients)
         t_replays_applied = wait_for_events(database_url, company_id, args.reports, len(replays), 120)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures over it
-                process.kill()
-        for log in logs:
-            log.close()
+        stop_servers(processes, logs)
         redis_server.shutdown()
 
     checked = verify(database_url, company_id)

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from callback_ingest import machine, start_servers  # noqa: E402
+from callback_ingest import machine, start_servers, stop_servers  # noqa: E402
 from loopback import free_port, wait_for  # noqa: E402
 from pgserver import PrivatePostgres  # noqa: E402
 
@@ -111,15 +111,7 @@ def main() -> int:
         state = requests.get(f"{sim_url}/_simulator/stats", timeout=5)
         posted = state.json() if state.ok else {}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures over it
-                process.kill()
-        for log in logs:
-            log.close()
+        stop_servers(processes, logs)
         redis_server.shutdown()
         if postgres:
             postgres.remove()

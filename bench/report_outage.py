@@ -12,7 +12,6 @@ return every report was applied (aim: within 30 s), and the lost updates (aim: 0
 import argparse
 import multiprocessing
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from callback_ingest import count_events, machine, report_body, run_load, seed, start_servers  # noqa: E402
+from callback_ingest import count_events, machine, report_body, run_load, seed, start_servers, stop_servers  # noqa: E402
 from pgserver import PrivatePostgres  # noqa: E402
 
 
@@ -86,15 +85,7 @@ def main() -> int:
         applied_at = time.perf_counter()
         applied = count_events(postgres.url, company_id)[0]
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:  # a loaded machine: do not lose the figures over it
-                process.kill()
-        for log in logs:
-            log.close()
+        stop_servers(processes, logs)
         redis_server.shutdown()
 
     from sqlalchemy import create_engine, text
