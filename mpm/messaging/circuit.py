@@ -57,6 +57,14 @@ def admits(setting: GatewaySetting, now: datetime) -> bool:
     return True
 
 
+def healthy(setting: GatewaySetting) -> bool:
+    """Closed, and its last answer known here was a success: the next request may leave before the
+    previous one answered. A gateway in trouble (or being probed) gets one request at a time."""
+    if setting.circuit_state != CLOSED or setting.last_error_at is None:
+        return setting.circuit_state == CLOSED
+    return setting.last_success_at is not None and _aware(setting.last_success_at) >= _aware(setting.last_error_at)
+
+
 def record_success(setting: GatewaySetting, now: datetime) -> None:
     """The gateway answered (it took the message, or refused this number for good)."""
     if setting.circuit_state != CLOSED:

@@ -10,7 +10,9 @@ One provider request:
    failed, no fallback; not sent → queued again for the next gateway, or, when every gateway of
    the round said no, for a retry with backoff; maybe sent → `unconfirmed` (never sent again; the
    provider's report settles it, mpm.messaging.sweep closes the wait).
-A crash leaves at most one request's messages `sending`; the sweep turns them `unconfirmed`.
+While one request is with the provider (on the run's provider thread), the previous one's
+outcome is committed and the next one claimed; a gateway that just failed gets one request at a
+time. A crash leaves at most two requests' messages `sending`; the sweep turns them `unconfirmed`.
 A message is sent at most once: only the run whose claim moved it calls the provider.
 
 Waiting is never sleeping: a rate-limited gateway gives the slots available within a second;
@@ -20,11 +22,12 @@ message wait with its reason in `waiting_reason`, until its validity ends (then 
 """
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from mpm import company_time
 from mpm.extensions import db
@@ -57,6 +60,7 @@ class _Row:
     expires_at: datetime | None
     created_at: datetime
     last: str = ""  # the latest answer about it in this run
+    outbound: dict = field(default_factory=dict)  # gateway key → the message as that gateway gets it
 
 
 @dataclass
@@ -72,9 +76,10 @@ class DrainResult:
 class _Run:
     """What one drain knows of its company: gateways in priority order, their configs, time zone."""
 
-    def __init__(self, company_id: int, lane: str):
+    def __init__(self, company_id: int, lane: str, provider_thread: ThreadPoolExecutor):
         self.company_id = company_id
         self.lane = lane
+        self.provider_thread = provider_thread  # provider calls run here, one at a time
         self.settings = active_gateway_settings(company_id)
         self.configs: dict = {}
         self.unreadable: dict[str, str] = {}
@@ -86,6 +91,15 @@ class _Run:
         company = db.session.get(Company, company_id)
         self.tz = company_time.zone(company.time_zone if company else None)
         self.viber_ids: dict[int, str] = {}
+        self.in_flight: _InFlight | None = None  # the provider request on its way
+        self.ids_stored: set[str] = set()  # gateways whose provider ids were stored since the last look at parked reports
+        self.claim = ledger.claim_statement(where=_due(company_id, bindparam("due_by", type_=Sms.next_attempt_at.type)))
+
+    def settle_in_flight(self, result: "DrainResult") -> None:
+        """Commit the outcome of the request with the provider, once it answered."""
+        in_flight, self.in_flight = self.in_flight, None
+        if in_flight is not None:
+            in_flight.settle(self, result)
 
     def usable(self):
         return [s for s in self.settings if s.gateway in self.configs]
@@ -103,13 +117,23 @@ def drain(company_id: int, lane: str, *, budget: float, renew=lambda: None) -> D
     session = db.session()
     expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
     try:
-        return _drain(company_id, lane, budget, renew, started, result)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-call") as provider_thread:
+            run = _Run(company_id, lane, provider_thread)
+            try:
+                _drain(run, budget, renew, started, result)
+                run.settle_in_flight(result)
+            except BaseException:
+                if run.in_flight is not None:
+                    run.in_flight.abandon()  # its messages stay `sending`: the sweep explains them
+                raise
+            _wake_parked_reports(run)
+            return result
     finally:
         session.expire_on_commit = expire_on_commit
 
 
-def _drain(company_id: int, lane: str, budget: float, renew, started: float, result: DrainResult) -> DrainResult:
-    run = _Run(company_id, lane)
+def _drain(run: _Run, budget: float, renew, started: float, result: DrainResult) -> DrainResult:
+    company_id, lane = run.company_id, run.lane
     batch = current_app.config["SMS_BATCH_SIZE"]
     while True:
         now = utcnow()
@@ -121,6 +145,7 @@ def _drain(company_id: int, lane: str, budget: float, renew, started: float, res
             run.viber_ids.update(_viber_ids(company_id, {r.person_id for r in rows if r.person_id} - set(run.viber_ids)))
         for key, group in _route(run, rows, now, result):
             handed_back = _send_group(run, key, group, result, deadline=started + budget, renew=renew)
+            _wake_parked_reports(run)
             if handed_back is not None:
                 result.resume_at = handed_back
                 return result
@@ -147,19 +172,26 @@ def _not_paused(company_id: int):
                                                                   Broadcast.state == "paused")))
 
 
-def _due(company_id: int, now: datetime):
-    slack = now + timedelta(seconds=1)  # RQ's scheduler may fire a hair before the stored time
-    return (or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= slack)) & _not_paused(company_id)
+def _due(company_id: int, due_by):
+    """Retry time reached by `due_by` (a time from _due_by, or a bindparam given one), broadcast not
+    paused."""
+    return (or_(Sms.next_attempt_at.is_(None), Sms.next_attempt_at <= due_by)) & _not_paused(company_id)
+
+
+def _due_by(now: datetime) -> datetime:
+    return now + timedelta(seconds=1)  # RQ's scheduler may fire a hair before the stored time
 
 
 def _due_rows(company_id: int, lane: str, now: datetime, limit: int) -> list[_Row]:
     rows = db.session.execute(
         select(Sms.id, Sms.number, Sms.body, Sms.person_id, Sms.attempts, Sms.tried_gateways, Sms.error,
                Sms.expires_at, Sms.created_at)
-        .where(Sms.company_id == company_id, Sms.lane == lane, Sms.status == status.QUEUED, _due(company_id, now))
+        .where(Sms.company_id == company_id, Sms.lane == lane, Sms.status == status.QUEUED,
+               _due(company_id, _due_by(now)))
         .order_by(Sms.id).limit(limit)).all()
     db.session.commit()  # no transaction stays open across provider calls
-    return [_Row(*row[:5], list(row[5] or []), *row[6:]) for row in rows]
+    return [_Row(sms_id, number, body, person_id, attempts, list(tried or []), error, expires_at, created_at)
+            for sms_id, number, body, person_id, attempts, tried, error, expires_at, created_at in rows]
 
 
 def _valid_until(row: _Row) -> datetime:
@@ -193,17 +225,32 @@ def _route(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> l
     plan: dict[str, list[_Row]] = {}
     blocked: dict[datetime, list[_Row]] = {}
     unreachable: list[_Row] = []
+    usable = [(s.gateway, s, get_gateway(s.gateway)) for s in run.usable()]
+    admitted: dict[str, bool] = {}  # asked once per step: a past cool-down takes the probe once
+
+    def first_admitting(row: _Row) -> tuple[object | None, list]:
+        """The first untried gateway that reaches the row and admits traffic, else None and
+        every untried gateway that reaches it."""
+        reaching = []
+        for key, setting, gateway in usable:
+            if key in row.tried or not gateway.can_reach(_outbound(run, row, key)):
+                continue
+            reaching.append(setting)
+            if key not in admitted:
+                admitted[key] = circuit.admits(setting, now)
+            if admitted[key]:
+                return setting, reaching
+        return None, reaching
+
     for row in rows:
-        candidates = [s for s in run.usable()
-                      if s.gateway not in row.tried and get_gateway(s.gateway).can_reach(_outbound(run, row, s.gateway))]
+        chosen, candidates = first_admitting(row)
         if not candidates and row.tried:
             # Every gateway of this round was tried (settings changed meanwhile): a new round.
             row.tried = []
-            candidates = [s for s in run.usable() if get_gateway(s.gateway).can_reach(_outbound(run, row, s.gateway))]
+            chosen, candidates = first_admitting(row)
         if not candidates:
             unreachable.append(row)
             continue
-        chosen = next((s for s in candidates if circuit.admits(s, now)), None)
         if chosen is None:
             reopen = min(circuit.reopens_at(s) or now for s in candidates)
             blocked.setdefault(max(reopen, now + timedelta(seconds=1)), []).append(row)
@@ -226,7 +273,12 @@ def _route(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> l
 def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, deadline: float,
                 renew) -> datetime | None:
     """Request by request through one gateway, until the run's deadline (then result.more).
-    Returns the time to continue when the send rate has no slot within MAX_RATE_WAIT_SECONDS."""
+    Returns the time to continue when the send rate has no slot within MAX_RATE_WAIT_SECONDS.
+
+    While a request is with the provider, the previous one's outcome is committed (the run keeps
+    the last one in flight across groups): at most two requests are `sending` at any moment, and a
+    crash leaves them to the sweep. A gateway that just failed, or is being probed, waits for each
+    answer before the next request (mpm.messaging.circuit.healthy)."""
     setting = next(s for s in run.settings if s.gateway == key)
     gateway = get_gateway(key)
     config = run.configs[key]
@@ -237,6 +289,8 @@ def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, d
     rate = (setting.options or {}).get("send_rate") or gateway.default_send_rate
     rate = float(rate) if rate else None
     for index, request in enumerate(requests):
+        if not circuit.healthy(setting):
+            run.settle_in_flight(result)  # its answer decides whether the next request goes
         if setting.circuit_state == circuit.OPEN:
             return None  # opened meanwhile: the rest is routed again by the next step
         if limits:
@@ -255,9 +309,13 @@ def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, d
             return utcnow() + timedelta(seconds=wait)
         if wait > 0:
             time.sleep(wait)
-        taken = _request(run, setting, config, request, by_id, result)
-        if limits and taken < len(request):
-            ratelimit.give_back_quota(run.company_id, key, len(request) - taken, limits)
+        claimed = _claim(run, key, request)
+        if limits and len(claimed) < len(request):
+            ratelimit.give_back_quota(run.company_id, key, len(request) - len(claimed), limits)
+        calling = _InFlight.start(run, setting, gateway, claimed, by_id, limits) if claimed else None
+        previous, run.in_flight = run.in_flight, calling
+        if previous is not None:
+            previous.settle(run, result)  # the previous request's outcome, while this one is with the provider
         renew()
         if time.monotonic() >= deadline and index + 1 < len(requests):
             result.more = True
@@ -265,25 +323,63 @@ def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, d
     return None
 
 
-def _request(run: _Run, setting, config, request: list[OutboundMessage], by_id: dict[int, _Row],
-             result: DrainResult) -> int:
-    """Claim, call, settle one provider request. Returns how many messages the provider took."""
-    key = setting.gateway
-    gateway = get_gateway(key)
-    label = _label(key)
-    now = utcnow()
-    claimed = set(ledger.claim(run.company_id, [m.sms_id for m in request], key, where=_due(run.company_id, now)))
+def _wake_parked_reports(run: _Run) -> None:
+    """Provider ids were stored: reports that came before them wait parked, the writer applies them
+    now (once per group of requests; a crash before it leaves them to the minute's sweep)."""
+    for key in sorted(run.ids_stored):
+        delivery.apply_parked_reports(run.company_id, key)
+    run.ids_stored.clear()
+
+
+class _InFlight:
+    """One provider request on its way, called on the run's provider thread."""
+
+    def __init__(self, setting, request: list[OutboundMessage], by_id: dict[int, _Row], limits: dict,
+                 future: Future):
+        self.setting = setting
+        self.request = request
+        self.by_id = by_id
+        self.limits = limits
+        self.future = future
+
+    @classmethod
+    def start(cls, run: _Run, setting, gateway, request: list[OutboundMessage], by_id: dict[int, _Row],
+              limits: dict) -> "_InFlight":
+        app = current_app._get_current_object()
+        config = run.configs[setting.gateway]
+
+        def call() -> list[SendResult]:
+            with app.app_context():  # a gateway may keep its own state in Redis (TextBee's devices)
+                return gateway.send_batch(request, config)
+
+        return cls(setting, request, by_id, limits, run.provider_thread.submit(call))
+
+    def settle(self, run: _Run, result: "DrainResult") -> None:
+        key = self.setting.gateway
+        taken = _settle(run, self.setting, self.request, self._answers(), self.by_id, result)
+        if self.limits and taken < len(self.request):
+            ratelimit.give_back_quota(run.company_id, key, len(self.request) - taken, self.limits)
+
+    def _answers(self) -> dict[int, SendResult]:
+        try:
+            return {r.sms_id: r for r in self.future.result()}
+        except Exception as exc:  # a bug in a gateway module: the request may have gone out
+            label = _label(self.setting.gateway)
+            log.error("gateway %s raised while sending", label, exc_info=exc)
+            return {m.sms_id: SendResult(m.sms_id, MAYBE_SENT, detail=f"{label} failed: {type(exc).__name__}")
+                    for m in self.request}
+
+    def abandon(self) -> None:
+        self.future.cancel()
+        wait([self.future])
+
+
+def _claim(run: _Run, key: str, request: list[OutboundMessage]) -> list[OutboundMessage]:
+    """queued → sending for one provider request, committed before the call: the messages this run
+    may send (another claimer of the same rows gets none of them)."""
+    claimed = set(ledger.claim(run.claim, run.company_id, [m.sms_id for m in request], key, due_by=_due_by(utcnow())))
     db.session.commit()
-    request = [m for m in request if m.sms_id in claimed]
-    if not request:
-        return 0
-    try:
-        answers = {r.sms_id: r for r in gateway.send_batch(request, config)}
-    except Exception as exc:  # a bug in a gateway module: the request may have gone out
-        log.exception("gateway %s raised while sending", key)
-        answers = {m.sms_id: SendResult(m.sms_id, MAYBE_SENT, detail=f"{label} failed: {type(exc).__name__}")
-                   for m in request}
-    return _settle(run, setting, request, answers, by_id, result)
+    return [m for m in request if m.sms_id in claimed]
 
 
 def _settle(run: _Run, setting, request: list[OutboundMessage], answers: dict[int, SendResult],
@@ -297,11 +393,15 @@ def _settle(run: _Run, setting, request: list[OutboundMessage], answers: dict[in
     sent, failed, unconfirmed, not_sent = [], [], [], []
     gateway_answered = False
     first_failure = ""
+    scrubbed: dict[str, str] = {}
     for message in request:
         row = by_id[message.sms_id]
         answer = answers.get(message.sms_id) or SendResult(message.sms_id, MAYBE_SENT,
                                                            detail=f"{label} gave no answer for it")
-        detail = scrub(answer.detail or "", config.credentials)
+        detail = answer.detail or ""
+        if detail not in scrubbed:  # a request's answers mostly share their words
+            scrubbed[detail] = scrub(detail, config.credentials)
+        detail = scrubbed[detail]
         attempt = row.attempts + 1
         tried = row.tried + [key]
         if answer.outcome == ACCEPTED:
@@ -339,8 +439,8 @@ def _settle(run: _Run, setting, request: list[OutboundMessage], answers: dict[in
     else:
         circuit.record_failure(setting, first_failure, now)
     db.session.commit()
-    if moved_sent:  # reports that came before these provider ids were stored wait parked: apply them now
-        delivery.apply_parked_reports(run.company_id, key)
+    if moved_sent:
+        run.ids_stored.add(key)
     result.add("sent", len(moved_sent))
     result.add("failed", len(failed))
     result.add("unconfirmed", len(unconfirmed))
@@ -448,9 +548,15 @@ def _history(row: _Row, attempt: int, label: str, detail: str) -> str:
 
 
 def _outbound(run: _Run, row: _Row, key: str) -> OutboundMessage:
-    return OutboundMessage(sms_id=row.id, number=row.number, body=row.body,
-                           viber_id=run.viber_ids.get(row.person_id) if row.person_id else None,
-                           idempotency_key=f"mpm-{run.company_id}-{row.id}-{row.attempts + 1}-{key}")
+    # Made once per row and gateway in a run (routing and sending both need it); a row that was not
+    # sent is read again, with its new attempt count, by the next step.
+    message = row.outbound.get(key)
+    if message is None:
+        message = row.outbound[key] = OutboundMessage(
+            sms_id=row.id, number=row.number, body=row.body,
+            viber_id=run.viber_ids.get(row.person_id) if row.person_id else None,
+            idempotency_key=f"mpm-{run.company_id}-{row.id}-{row.attempts + 1}-{key}")
+    return message
 
 
 def _viber_ids(company_id: int, person_ids: set[int]) -> dict[int, str]:
