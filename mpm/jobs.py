@@ -6,6 +6,7 @@ for a short time budget, then goes to the back of its queue again (mpm.messaging
 Redis lease marks "a send job of this lane is queued or running", so queueing a message enqueues a
 job only when none is; the sweep starts one for due messages whose lane has no live lease.
 """
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -27,8 +28,8 @@ def drain_lease(company_id: int, lane: str) -> str:
 
 
 def running_lease_seconds() -> int:
-    """A running send job renews its lease after every request; it lapses this long after the
-    worker died, so the sweep notices a crash within a minute or so."""
+    """A running send job renews its lease after a request (at most once a second); it lapses this
+    long after the worker died, so the sweep notices a crash within a minute or so."""
     timeout = float(current_app.config.get("GATEWAY_TIMEOUT_SECONDS", 10))
     return int(max(45, 2 * (timeout + 5) + 10))
 
@@ -47,9 +48,16 @@ def send(company_id: int, lane: str, token: str | None = None) -> dict:
         if not leases.take(name, ttl, token):
             return {"busy": 1}  # another send job of this lane is queued or running
     leases.hold(name, ttl, token)
+    renewed_at = time.monotonic()
+
+    def renew() -> None:
+        nonlocal renewed_at
+        if time.monotonic() - renewed_at >= 1.0:  # a Redis round trip per request costs more than it tells
+            leases.hold(name, ttl, token)
+            renewed_at = time.monotonic()
+
     try:
-        result = dispatch.drain(company_id, lane, budget=current_app.config["SMS_DRAIN_BUDGET_SECONDS"],
-                                renew=lambda: leases.hold(name, ttl, token))
+        result = dispatch.drain(company_id, lane, budget=current_app.config["SMS_DRAIN_BUDGET_SECONDS"], renew=renew)
     finally:
         db.session.rollback()
         leases.release_if_holder(name, token)
