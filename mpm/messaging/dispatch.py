@@ -11,8 +11,9 @@ One provider request:
    the round said no, for a retry with backoff; maybe sent → `unconfirmed` (never sent again; the
    provider's report settles it, mpm.messaging.sweep closes the wait).
 While one request is with the provider (on the run's provider thread), the previous one's
-outcome is committed and the next one claimed; a gateway that just failed gets one request at a
-time. A crash leaves at most two requests' messages `sending`; the sweep turns them `unconfirmed`.
+outcome is committed; the next is claimed once that one answered. A gateway that just failed gets
+one request at a time. A crash leaves at most two requests' messages `sending` (one answered, not
+yet written); the sweep turns them `unconfirmed`.
 A message is sent at most once: only the run whose claim moved it calls the provider.
 
 Waiting is never sleeping: a rate-limited gateway gives the slots available within a second;
@@ -276,9 +277,10 @@ def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, d
     Returns the time to continue when the send rate has no slot within MAX_RATE_WAIT_SECONDS.
 
     While a request is with the provider, the previous one's outcome is committed (the run keeps
-    the last one in flight across groups): at most two requests are `sending` at any moment, and a
-    crash leaves them to the sweep. A gateway that just failed, or is being probed, waits for each
-    answer before the next request (mpm.messaging.circuit.healthy)."""
+    the last one in flight across groups): at most two requests are `sending` at any moment, one of
+    them answered, and a crash leaves them to the sweep. A gateway that just failed, or is being
+    probed, waits for each answer to be committed before the next request
+    (mpm.messaging.circuit.healthy)."""
     setting = next(s for s in run.settings if s.gateway == key)
     gateway = get_gateway(key)
     config = run.configs[key]
@@ -309,6 +311,11 @@ def _send_group(run: _Run, key: str, rows: list[_Row], result: DrainResult, *, d
             return utcnow() + timedelta(seconds=wait)
         if wait > 0:
             time.sleep(wait)
+        if run.in_flight is not None:
+            # Claimed means about to leave: the provider thread takes this request the moment it is
+            # claimed, never after a previous call (a crash in between would leave messages never
+            # sent looking as if they might have been).
+            run.in_flight.answered()
         claimed = _claim(run, key, request)
         if limits and len(claimed) < len(request):
             ratelimit.give_back_quota(run.company_id, key, len(request) - len(claimed), limits)
@@ -368,6 +375,10 @@ class _InFlight:
             log.error("gateway %s raised while sending", label, exc_info=exc)
             return {m.sms_id: SendResult(m.sms_id, MAYBE_SENT, detail=f"{label} failed: {type(exc).__name__}")
                     for m in self.request}
+
+    def answered(self) -> None:
+        """Wait until the provider answered (or the call failed)."""
+        wait([self.future])
 
     def abandon(self) -> None:
         self.future.cancel()
