@@ -119,6 +119,41 @@ def test_after_the_breaker_opens_no_request_waits_for_the_dead_gateway_and_a_pro
     assert waiting["sent"] + 1 == _statuses(company.id)["sent"]
 
 
+def test_while_a_request_is_with_the_provider_only_it_is_claimed_and_the_previous_outcome_is_on_view(
+        app, company, simulator):
+    # Three requests (three bodies); the provider takes each at once and answers a second later.
+    app.config.update(GATEWAY_TIMEOUT_SECONDS=5)
+    enable_simulated_gateway(company, simulator, "africastalking")
+    simulator.configure("africastalking", mode="late_accept", answer_delay=1.0)
+    for i in range(3):
+        queue_messages(company.id, [Recipient(number=f"+25471300000{i}")], f"Notice {i}")
+    seen: dict[int, set] = {1: set(), 2: set()}  # provider requests received → statuses seen meanwhile
+
+    def watch() -> None:
+        with app.app_context():
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                received = len(simulator.received("africastalking"))
+                if received == 3:
+                    return
+                if received in seen:
+                    seen[received].add(tuple(sorted(_statuses(company.id).items())))
+                time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run_jobs(app)  # the worker (RQ needs the main thread)
+    watcher.join(30)
+
+    # While the first request was with the provider, it alone was claimed: a crash then leaves no
+    # unsent message looking as if it might have gone.
+    assert (("queued", 2), ("sending", 1)) in seen[1]
+    assert all(dict(s).get("queued", 0) >= 2 for s in seen[1])
+    # While the second was with the provider, the first one's outcome was on view.
+    assert (("queued", 1), ("sending", 1), ("sent", 1)) in seen[2]
+    assert _statuses(company.id) == {"sent": 3}
+
+
 def test_an_outage_delays_a_broadcast_without_failing_anything_and_it_completes_once(app, company, simulator):
     app.config.update(SMS_RETRY_BASE_SECONDS=1)
     enable_simulated_gateway(company, simulator)  # AfricasTalking only
