@@ -98,7 +98,7 @@ def _executemany(shape: tuple, build, rows: Sequence[dict]) -> int:
     if key not in _COMPILED:
         compiled = build().compile(dialect=dialect)
         processors = {name: processor for name, bind in compiled.binds.items()
-                      if (processor := bind.type._cached_bind_processor(dialect))}
+                      if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
         _COMPILED[key] = (str(compiled), compiled.positiontup if compiled.positional else None, processors)
     sql, positions, processors = _COMPILED[key]
     if positions:  # a positional driver (SQLite): one list per row, in the statement's order
