@@ -60,9 +60,12 @@ def admits(setting: GatewaySetting, now: datetime) -> bool:
 def healthy(setting: GatewaySetting) -> bool:
     """Closed, and its last answer known here was a success: the next request may leave before the
     previous one answered. A gateway in trouble (or being probed) gets one request at a time."""
-    if setting.circuit_state != CLOSED or setting.last_error_at is None:
-        return setting.circuit_state == CLOSED
-    return setting.last_success_at is not None and _aware(setting.last_success_at) >= _aware(setting.last_error_at)
+    return setting.circuit_state == CLOSED and not _failed_since_success(setting)
+
+
+def _failed_since_success(setting: GatewaySetting) -> bool:
+    last_success = _aware(setting.last_success_at)
+    return setting.last_error_at is not None and (last_success is None or _aware(setting.last_error_at) > last_success)
 
 
 def record_success(setting: GatewaySetting, now: datetime) -> None:
@@ -73,9 +76,7 @@ def record_success(setting: GatewaySetting, now: datetime) -> None:
         _change(setting, CLOSED, now, reason="the gateway answered again")
         return
     last_success = _aware(setting.last_success_at)
-    failed_since = setting.last_error_at is not None and (last_success is None
-                                                          or _aware(setting.last_error_at) > last_success)
-    if failed_since or last_success is None or last_success + _SUCCESS_WRITE_EVERY < now:
+    if _failed_since_success(setting) or last_success is None or last_success + _SUCCESS_WRITE_EVERY < now:
         redis_connection().delete(_failures_key(setting))
         setting.last_success_at = now
 

@@ -94,7 +94,7 @@ def _append_script():
 def ensure_report_writer() -> bool:
     """Enqueue the writer when reports wait (in Redis or parked) and no writer holds the lease.
     True when a writer job was enqueued."""
-    waiting = redis_connection().xlen(STREAM) > 0 or db.session.scalar(select(ParkedReport.id).limit(1)) is not None
+    waiting = redis_connection().xlen(STREAM) > 0 or _any_parked()
     if not waiting or not leases.take(WRITER_LEASE, LEASE_SECONDS):
         return False
     _enqueue_writer()
@@ -402,7 +402,7 @@ def _parked_now_matching() -> list[QueuedReport]:
     """Parked reports whose provider id is now stored, or (AfricasTalking) whose number has an
     unconfirmed message waiting for its report; oldest first."""
     p = ParkedReport
-    if db.session.scalar(select(p.id).limit(1)) is None:
+    if not _any_parked():
         return []  # the common case, at the cost of one look at an empty table
     # Correlated EXISTS: the few parked reports drive, each looks its message up by index (a join
     # let SQLite walk the whole sms table instead).
@@ -415,6 +415,10 @@ def _parked_now_matching() -> list[QueuedReport]:
                               .order_by(p.id).limit(BATCH)).scalars()
     return [QueuedReport(row.company_id, row.gateway, row.provider_message_id, row.status, row.detail, row.raw_status,
                          row.number, parked_id=row.id) for row in rows]
+
+
+def _any_parked() -> bool:
+    return db.session.scalar(select(ParkedReport.id).limit(1)) is not None
 
 
 def _drop_stale_parked_reports() -> None:
