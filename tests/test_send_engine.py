@@ -156,6 +156,41 @@ def test_while_a_request_is_with_the_provider_only_it_is_claimed_and_the_previou
     assert _statuses(company.id) == {"sent": 3}
 
 
+def test_a_message_another_worker_claimed_after_the_run_read_it_is_not_sent_by_the_run(app, company, simulator):
+    # Two requests (two bodies): while the first is with the provider, another worker claims one
+    # message of the second. The run's claim then takes the other two only, and sends only them.
+    app.config.update(GATEWAY_TIMEOUT_SECONDS=5)
+    enable_simulated_gateway(company, simulator, "africastalking")
+    simulator.configure("africastalking", mode="late_accept", answer_delay=1.0)
+    queue_messages(company.id, [Recipient(number="+254713000000")], "Notice A")
+    queue_messages(company.id, [Recipient(number=f"+25471300000{i}") for i in (1, 2, 3)], "Notice B")
+    taken: list[str] = []
+
+    def another_worker_claims_one() -> None:
+        from mpm.messaging import ledger
+
+        with app.app_context():
+            deadline = time.monotonic() + 20
+            while not simulator.received("africastalking") and time.monotonic() < deadline:
+                time.sleep(0.02)
+            sent_first = {m["number"] for m in simulator.received("africastalking")}
+            row = db.session.scalars(select(Sms).where(Sms.body == "Notice B", Sms.number.not_in(sent_first))
+                                     .order_by(Sms.id).offset(1)).first()
+            taken.extend(ledger.claim(ledger.claim_statement(), company.id, [row.id], "africastalking"))
+            db.session.commit()
+
+    other = threading.Thread(target=another_worker_claims_one)
+    other.start()
+    run_jobs(app)
+    other.join(30)
+
+    assert len(taken) == 1
+    taken_row = db.session.get(Sms, taken[0])
+    numbers = sorted(m["number"] for m in simulator.received("africastalking"))
+    assert taken_row.number not in numbers and len(numbers) == 3  # the run sent the other three, once each
+    assert _statuses(company.id) == {"sent": 3, "sending": 1}  # the one the other worker took is its own
+
+
 def test_an_outage_delays_a_broadcast_without_failing_anything_and_it_completes_once(app, company, simulator):
     app.config.update(SMS_RETRY_BASE_SECONDS=1)
     enable_simulated_gateway(company, simulator)  # AfricasTalking only

@@ -223,8 +223,7 @@ def claim_statement(where=None):
                    Unindexed(_sms.c.company_id) == bindparam("claim_company_id"),
                    Unindexed(_sms.c.status) == st.QUEUED, *([where] if where is not None else []))
             .values(status=st.SENDING, gateway=bindparam("claim_gateway"), attempts=_sms.c.attempts + 1,
-                    waiting_reason=None, updated_at=bindparam("claim_at", type_=_sms.c.updated_at.type))
-            .returning(_sms.c.id))
+                    waiting_reason=None, updated_at=bindparam("claim_at", type_=_sms.c.updated_at.type)))
 
 
 def claim(statement, company_id: int, sms_ids: Sequence[int], gateway: str, **params) -> list[int]:
@@ -233,8 +232,19 @@ def claim(statement, company_id: int, sms_ids: Sequence[int], gateway: str, **pa
     before it is explained by the sweep's move to `unconfirmed`."""
     if not sms_ids:
         return []
-    return list(db.session.scalars(statement, {"claim_ids": list(sms_ids), "claim_company_id": company_id,
-                                               "claim_gateway": gateway, "claim_at": utcnow(), **params}))
+    ids = list(sms_ids)
+    now = utcnow()
+    moved = db.session.execute(statement, {"claim_ids": ids, "claim_company_id": company_id, "claim_gateway": gateway,
+                                           "claim_at": now, **params}).rowcount
+    # Every row moved (the common case): no RETURNING, whose row-by-row fetch hands the GIL to the
+    # provider thread once per message. Otherwise ours are the ones this claim stamped.
+    if moved == len(ids):
+        return ids
+    if not moved:
+        return []
+    return list(db.session.scalars(select(_sms.c.id).where(
+        _sms.c.id.in_(ids), Unindexed(_sms.c.status) == st.SENDING, Unindexed(_sms.c.updated_at) == now,
+        Unindexed(_sms.c.gateway) == gateway)))
 
 
 # ---------------------------------------------------------------- delivery reports
