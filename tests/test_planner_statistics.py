@@ -56,7 +56,7 @@ def test_the_ledger_and_the_report_writer_find_their_rows_by_id_before_any_stati
 
     event.listen(db.engine, "before_cursor_execute", capture)
     try:
-        ledger.claim(ledger.claim_statement(), company.id, [1, 2, 3], "africastalking")
+        ledger.claim(company.id, [1, 2, 3], "africastalking")
         ledger.move(company.id, [4, 5, 6], "delivered", "report")
         ledger.move_by_reports(company.id, [ledger.ReportMove(7, "delivered"), ledger.ReportMove(8, "failed", "x")])
         delivery._parked_now_matching()

@@ -95,7 +95,6 @@ class _Run:
         self.viber_ids: dict[int, str] = {}
         self.in_flight: _InFlight | None = None  # the provider request on its way
         self.ids_stored: set[str] = set()  # gateways whose provider ids were stored since the last look at parked reports
-        self.claim = ledger.claim_statement(where=_due(company_id, bindparam("due_by", type_=_sms.c.next_attempt_at.type)))
 
     def settle_in_flight(self, result: "DrainResult") -> None:
         """Commit the outcome of the request with the provider, once it answered."""
@@ -181,6 +180,12 @@ def _due(company_id: int, due_by):
     """Retry time reached by `due_by` (a time from _due_by, or a bindparam given one), broadcast not
     paused."""
     return (or_(_sms.c.next_attempt_at.is_(None), _sms.c.next_attempt_at <= due_by)) & _not_paused(company_id)
+
+
+def _claimable():
+    """The claim's condition: due (the `due_by` parameter), broadcast not paused."""
+    return _due(bindparam("claim_company_id", type_=_sms.c.company_id.type),
+                bindparam("due_by", type_=_sms.c.next_attempt_at.type))
 
 
 def _due_by(now: datetime) -> datetime:
@@ -400,7 +405,8 @@ class _InFlight:
 def _claim(run: _Run, key: str, request: list[OutboundMessage]) -> list[OutboundMessage]:
     """queued → sending for one provider request, committed before the call: the messages this run
     may send (another claimer of the same rows gets none of them)."""
-    claimed = set(ledger.claim(run.claim, run.company_id, [m.sms_id for m in request], key, due_by=_due_by(utcnow())))
+    claimed = set(ledger.claim(run.company_id, [m.sms_id for m in request], key, where=_claimable, where_name="due",
+                               due_by=_due_by(utcnow())))
     db.session.commit()
     return [m for m in request if m.sms_id in claimed]
 

@@ -90,7 +90,7 @@ _COMPILED: dict = {}
 
 def _executemany(shape: tuple, build, rows: Sequence[dict]) -> int:
     """Run the statement `build()` returns (its values are bindparams named like the rows' keys)
-    once per row; `shape` names the statement for the compiled cache. Values are converted by
+    once per row (one row: a plain execute); `shape` names the statement for the compiled cache. Values are converted by
     their column types, as SQLAlchemy would. Returns how many rows the statement changed."""
     connection = db.session.connection()
     dialect = connection.dialect
@@ -99,8 +99,12 @@ def _executemany(shape: tuple, build, rows: Sequence[dict]) -> int:
         compiled = build().compile(dialect=dialect)
         processors = {name: processor for name, bind in compiled.binds.items()
                       if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
-        _COMPILED[key] = (str(compiled), compiled.positiontup if compiled.positional else None, processors)
-    sql, positions, processors = _COMPILED[key]
+        # The statement's own values (a constant compared with, `attempts + 1`) join every row.
+        constants = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
+        _COMPILED[key] = (str(compiled), compiled.positiontup if compiled.positional else None, processors, constants)
+    sql, positions, processors, constants = _COMPILED[key]
+    if constants:
+        rows = [{**constants, **row} for row in rows]
     if positions:  # a positional driver (SQLite): one list per row, in the statement's order
         pick = itemgetter(*positions)
         params = [list(pick(row)) for row in rows] if len(positions) > 1 else [[pick(row)] for row in rows]
@@ -119,7 +123,7 @@ def _executemany(shape: tuple, build, rows: Sequence[dict]) -> int:
                 row[slot] = converted
     if positions:
         params = [tuple(row) for row in params]
-    return connection.exec_driver_sql(sql, params).rowcount
+    return connection.exec_driver_sql(sql, params if len(params) > 1 else params[0]).rowcount
 
 
 def note(company_id: int, sms_id: int, detail: str, *, kind: str = "note", gateway: str | None = None,
@@ -214,28 +218,32 @@ def close_unconfirmed(now: datetime, reason: str, limit: int = 10_000) -> int:
     return len(rows)
 
 
-def claim_statement(where=None):
-    """The claim of one provider request, `queued` → `sending`, built once per run (building and
-    keying a statement costs more than running it) and run by claim(). `where` adds a condition
-    (e.g. due now); its own bindparams are given to claim()."""
-    return (update(_sms)
-            .where(_sms.c.id.in_(bindparam("claim_ids", expanding=True)),
-                   Unindexed(_sms.c.company_id) == bindparam("claim_company_id"),
-                   Unindexed(_sms.c.status) == st.QUEUED, *([where] if where is not None else []))
-            .values(status=st.SENDING, gateway=bindparam("claim_gateway"), attempts=_sms.c.attempts + 1,
-                    waiting_reason=None, updated_at=bindparam("claim_at", type_=_sms.c.updated_at.type)))
-
-
-def claim(statement, company_id: int, sms_ids: Sequence[int], gateway: str, **params) -> list[int]:
+def claim(company_id: int, sms_ids: Sequence[int], gateway: str, *, where=None, where_name: str = "",
+          **params) -> list[int]:
     """The messages of one provider request this run may send (a second claimer of the same rows
-    gets none of them). No event here: the request's outcome writes one per message, and a crash
-    before it is explained by the sweep's move to `unconfirmed`."""
+    gets none of them): `queued` → `sending`. `where()` builds an extra condition (e.g. due now),
+    named `where_name` for the compiled cache; its bindparams are given as `params`, and it may
+    name the company as bindparam("claim_company_id"). No event here: the request's outcome
+    writes one per message, and a crash before it is explained by the sweep's move to `unconfirmed`."""
     if not sms_ids:
         return []
     ids = list(sms_ids)
     now = utcnow()
-    moved = db.session.execute(statement, {"claim_ids": ids, "claim_company_id": company_id, "claim_gateway": gateway,
-                                           "claim_at": now, **params}).rowcount
+    row = {f"claim_id_{i}": sms_id for i, sms_id in enumerate(ids)}
+    row.update(claim_company_id=company_id, claim_gateway=gateway, claim_at=now, **params)
+
+    def statement():
+        # One named parameter per id: the statement of a request size is compiled once, and
+        # executing it builds no cache key and expands no IN list.
+        return (update(_sms)
+                .where(_sms.c.id.in_([bindparam(f"claim_id_{i}", type_=_sms.c.id.type) for i in range(len(ids))]),
+                       Unindexed(_sms.c.company_id) == bindparam("claim_company_id", type_=_sms.c.company_id.type),
+                       Unindexed(_sms.c.status) == st.QUEUED, *([where()] if where is not None else []))
+                .values(status=st.SENDING, gateway=bindparam("claim_gateway", type_=_sms.c.gateway.type),
+                        attempts=_sms.c.attempts + 1, waiting_reason=None,
+                        updated_at=bindparam("claim_at", type_=_sms.c.updated_at.type)))
+
+    moved = _executemany(("claim", len(ids), where_name), statement, [row])
     # Every row moved (the common case): no RETURNING, whose row-by-row fetch hands the GIL to the
     # provider thread once per message. Otherwise ours are the ones this claim stamped.
     if moved == len(ids):
