@@ -90,8 +90,9 @@ _COMPILED: dict = {}
 
 def _executemany(shape: tuple, build, rows: Sequence[dict]) -> int:
     """Run the statement `build()` returns (its values are bindparams named like the rows' keys)
-    once per row (one row: a plain execute); `shape` names the statement for the compiled cache. Values are converted by
-    their column types, as SQLAlchemy would. Returns how many rows the statement changed."""
+    once per row (one row: a plain execute); `shape` names the statement for the compiled cache.
+    Values are converted by their column types, as SQLAlchemy would. Returns how many rows the
+    statement changed."""
     connection = db.session.connection()
     dialect = connection.dialect
     key = (dialect.name, dialect.paramstyle, shape)
