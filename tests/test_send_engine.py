@@ -164,7 +164,7 @@ def test_a_message_another_worker_claimed_after_the_run_read_it_is_not_sent_by_t
     simulator.configure("africastalking", mode="late_accept", answer_delay=1.0)
     queue_messages(company.id, [Recipient(number="+254713000000")], "Notice A")
     queue_messages(company.id, [Recipient(number=f"+25471300000{i}") for i in (1, 2, 3)], "Notice B")
-    taken: list[str] = []
+    taken: list[int] = []
 
     def another_worker_claims_one() -> None:
         from mpm.messaging import ledger

@@ -363,13 +363,19 @@ class _ProviderThread:
     def __init__(self, app):
         self._app = app
         self._context = None
+        self._used = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provider-call", initializer=self._enter)
 
     def _enter(self) -> None:
         self._context = self._app.app_context()
         self._context.push()
 
+    def _leave(self) -> None:
+        if self._context is not None:
+            self._context.pop()
+
     def submit(self, call, *args) -> Future:
+        self._used = True
         return self._pool.submit(call, *args)
 
     def __enter__(self) -> "_ProviderThread":
@@ -377,8 +383,8 @@ class _ProviderThread:
 
     def __exit__(self, *exc) -> None:
         try:
-            if self._context is not None:  # popped on the thread that pushed it (its teardown runs there)
-                self._pool.submit(self._context.pop).result()
+            if self._used:  # popped on the thread that pushed it, after its last call (its teardown runs there)
+                self._pool.submit(self._leave).result()
         finally:
             self._pool.shutdown(wait=True)
 
