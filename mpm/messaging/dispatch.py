@@ -433,7 +433,7 @@ class _InFlight:
 def _claim(run: _Run, key: str, request: list[OutboundMessage]) -> list[OutboundMessage]:
     """queued → sending for one provider request, committed before the call: the messages this run
     may send (another claimer of the same rows gets none of them)."""
-    claimed = set(ledger.claim(run.company_id, [m.sms_id for m in request], key, where=_claimable, where_name="due",
+    claimed = set(ledger.claim(run.company_id, [m.sms_id for m in request], key, where=_claimable,
                                due_by=_due_by(utcnow())))
     db.session.commit()
     return [m for m in request if m.sms_id in claimed]

@@ -189,11 +189,17 @@ def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str
     if _executemany(("move_each", tuple(sorted(allowed)), columns), statement, params) == len(ids):
         moved = set(ids)  # every row moved (the common case): no read-back needed
     else:
-        moved = set(db.session.scalars(select(_sms.c.id).where(
-            _sms.c.id.in_(ids), _sms.c.status == new, _sms.c.updated_at == now)))
+        moved = _stamped(ids, new, now)
     write_events([event_row(company_id, c.sms_id, kind, c.detail, new, c.gateway, now)
                   for c in changes if c.sms_id in moved])
     return [c.sms_id for c in changes if c.sms_id in moved]
+
+
+def _stamped(sms_ids: Sequence[int], new: str, at: datetime, *also) -> set[int]:
+    """Of these messages, the ones a compare-and-set moved to `new` at `at` (read back when it moved
+    some of them only)."""
+    return set(db.session.scalars(select(_sms.c.id).where(
+        _sms.c.id.in_(list(sms_ids)), Unindexed(_sms.c.status) == new, Unindexed(_sms.c.updated_at) == at, *also)))
 
 
 def requeue(company_id: int, changes: Sequence[Change], *, kind: str = "status") -> list[int]:
@@ -219,13 +225,12 @@ def close_unconfirmed(now: datetime, reason: str, limit: int = 10_000) -> int:
     return len(rows)
 
 
-def claim(company_id: int, sms_ids: Sequence[int], gateway: str, *, where=None, where_name: str = "",
-          **params) -> list[int]:
+def claim(company_id: int, sms_ids: Sequence[int], gateway: str, *, where=None, **params) -> list[int]:
     """The messages of one provider request this run may send (a second claimer of the same rows
-    gets none of them): `queued` → `sending`. `where()` builds an extra condition (e.g. due now),
-    named `where_name` for the compiled cache; its bindparams are given as `params`, and it may
-    name the company as bindparam("claim_company_id"). No event here: the request's outcome
-    writes one per message, and a crash before it is explained by the sweep's move to `unconfirmed`."""
+    gets none of them): `queued` → `sending`. `where()` builds an extra condition (e.g. due now;
+    the function keys the compiled cache); its bindparams are given as `params`, and it may name
+    the company as bindparam("claim_company_id"). No event here: the request's outcome writes one
+    per message, and a crash before it is explained by the sweep's move to `unconfirmed`."""
     if not sms_ids:
         return []
     ids = list(sms_ids)
@@ -244,16 +249,14 @@ def claim(company_id: int, sms_ids: Sequence[int], gateway: str, *, where=None, 
                         attempts=_sms.c.attempts + 1, waiting_reason=None,
                         updated_at=bindparam("claim_at", type_=_sms.c.updated_at.type)))
 
-    moved = _executemany(("claim", len(ids), where_name), statement, [row])
+    moved = _executemany(("claim", len(ids), where), statement, [row])
     # Every row moved (the common case): no RETURNING, whose row-by-row fetch hands the GIL to the
     # provider thread once per message. Otherwise ours are the ones this claim stamped.
     if moved == len(ids):
         return ids
     if not moved:
         return []
-    return list(db.session.scalars(select(_sms.c.id).where(
-        _sms.c.id.in_(ids), Unindexed(_sms.c.status) == st.SENDING, Unindexed(_sms.c.updated_at) == now,
-        Unindexed(_sms.c.gateway) == gateway)))
+    return list(_stamped(ids, st.SENDING, now, Unindexed(_sms.c.gateway) == gateway))
 
 
 # ---------------------------------------------------------------- delivery reports
