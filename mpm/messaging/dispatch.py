@@ -37,6 +37,7 @@ from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, Outbound
 from mpm.gateways.registry import get_gateway
 from mpm.messaging import circuit, delivery, ledger, ratelimit, status
 from mpm.models import Broadcast, Company, Person, Sms
+from mpm.models.sms import IS_QUEUED
 from mpm.models.base import utcnow
 from mpm.plugins.credentials import UnreadableCredentials, scrub
 from mpm.plugins.gateway_settings import active_gateway_settings, config_for
@@ -160,8 +161,8 @@ def _drain(run: _Run, budget: float, renew, started: float, result: DrainResult)
 def next_due(company_id: int, lane: str) -> datetime | None:
     """When this lane has work next: now when something is due, else the earliest retry."""
     return db.session.scalar(
-        select(func.min(func.coalesce(Sms.next_attempt_at, Sms.created_at)))
-        .where(Sms.company_id == company_id, Sms.lane == lane, Sms.status == status.QUEUED, _not_paused(company_id)))
+        select(func.min(func.coalesce(_sms.c.next_attempt_at, _sms.c.created_at)))
+        .where(_sms.c.company_id == company_id, _sms.c.lane == lane, IS_QUEUED, _not_paused(company_id)))
 
 
 # ----------------------------------------------------------------------------- reading the queue
@@ -196,8 +197,7 @@ def _due_rows(company_id: int, lane: str, now: datetime, limit: int) -> list[_Ro
     rows = db.session.execute(
         select(_sms.c.id, _sms.c.number, _sms.c.body, _sms.c.person_id, _sms.c.attempts,
                type_coerce(_sms.c.tried_gateways, Text), _sms.c.error, _sms.c.expires_at, _sms.c.created_at)
-        .where(_sms.c.company_id == company_id, _sms.c.lane == lane, _sms.c.status == status.QUEUED,
-               _due(company_id, _due_by(now)))
+        .where(_sms.c.company_id == company_id, _sms.c.lane == lane, IS_QUEUED, _due(company_id, _due_by(now)))
         .order_by(_sms.c.id).limit(limit)).all()
     db.session.commit()  # no transaction stays open across provider calls
     return [_Row(sms_id, number, body, person_id, attempts, _tried(tried), error, expires_at, created_at)
@@ -587,8 +587,8 @@ def _quota_spent(run: _Run, key: str, rows: list[_Row], limits: dict, result: Dr
 
 def _paced(run: _Run, rows: list[_Row], rate: float) -> None:
     """The send rate has no slot now: say how long the lane's backlog takes at this pace."""
-    backlog = db.session.scalar(select(func.count()).select_from(Sms).where(
-        Sms.company_id == run.company_id, Sms.lane == run.lane, Sms.status == status.QUEUED))
+    backlog = db.session.scalar(select(func.count()).select_from(_sms).where(
+        _sms.c.company_id == run.company_id, _sms.c.lane == run.lane, IS_QUEUED))
     seconds = backlog / rate
     eta = f"about {max(1, round(seconds / 60))} min" if seconds >= 90 else f"about {max(1, round(seconds))} s"
     reason = f"paced at {rate:g}/s: {eta}"
