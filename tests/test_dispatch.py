@@ -195,6 +195,24 @@ def test_gateway_errors_retry_with_backoff_until_the_validity_ends_then_expire_w
     assert len(simulator.received()) == 0
 
 
+def test_a_message_stored_without_a_validity_expires_by_its_age(app, company, simulator):
+    # Rows stored before every message had its own validity (expires_at empty) get the default,
+    # counted from when they were stored.
+    enable_simulated_gateway(company, simulator)
+    old, fresh = queue_messages(company.id, [Recipient(number="+254712345670"), Recipient(number="+254712345671")],
+                                "Hello")
+    for row, age in ((db.session.get(Sms, old.id), timedelta(hours=25)), (db.session.get(Sms, fresh.id), timedelta(0))):
+        row.expires_at = None
+        row.created_at = utcnow() - age
+    db.session.commit()
+
+    run_jobs(app)
+
+    assert _reload(old.id).status == "expired" and "validity period ended" in _reload(old.id).error
+    assert _reload(fresh.id).status == "sent"
+    assert [r["number"] for r in simulator.received()] == ["+254712345671"]
+
+
 def _make_due(sms_id: int) -> None:
     sms = db.session.get(Sms, sms_id)
     sms.next_attempt_at = utcnow() - timedelta(seconds=1)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import Text, bindparam, func, or_, select, type_coerce, update
+from sqlalchemy import Integer, Text, bindparam, func, or_, select, type_coerce, update
 
 from mpm import company_time
 from mpm.extensions import db
@@ -177,9 +177,8 @@ def _not_paused(company_id: int):
                                                                        broadcasts.c.state == "paused")))
 
 
-def _due(company_id: int, due_by):
-    """Retry time reached by `due_by` (a time from _due_by, or a bindparam given one), broadcast not
-    paused."""
+def _due(company_id, due_by):
+    """Retry time reached by `due_by`, broadcast not paused (both bindparams of the caller's statement)."""
     return (or_(_sms.c.next_attempt_at.is_(None), _sms.c.next_attempt_at <= due_by)) & _not_paused(company_id)
 
 
@@ -193,12 +192,22 @@ def _due_by(now: datetime) -> datetime:
     return now + timedelta(seconds=1)  # RQ's scheduler may fire a hair before the stored time
 
 
+def _due_rows_statement():
+    company = bindparam("company_id", type_=_sms.c.company_id.type)
+    return (select(_sms.c.id, _sms.c.number, _sms.c.body, _sms.c.person_id, _sms.c.attempts,
+                   type_coerce(_sms.c.tried_gateways, Text), _sms.c.error, _sms.c.expires_at, _sms.c.created_at)
+            .where(_sms.c.company_id == company, _sms.c.lane == bindparam("lane", type_=_sms.c.lane.type), IS_QUEUED,
+                   _due(company, bindparam("due_by", type_=_sms.c.next_attempt_at.type)))
+            .order_by(_sms.c.id).limit(bindparam("limit", type_=Integer)))
+
+
+# Built once: building it (the paused-broadcast subquery and all) took as long as running it.
+_DUE_ROWS = _due_rows_statement()
+
+
 def _due_rows(company_id: int, lane: str, now: datetime, limit: int) -> list[_Row]:
-    rows = db.session.execute(
-        select(_sms.c.id, _sms.c.number, _sms.c.body, _sms.c.person_id, _sms.c.attempts,
-               type_coerce(_sms.c.tried_gateways, Text), _sms.c.error, _sms.c.expires_at, _sms.c.created_at)
-        .where(_sms.c.company_id == company_id, _sms.c.lane == lane, IS_QUEUED, _due(company_id, _due_by(now)))
-        .order_by(_sms.c.id).limit(limit)).all()
+    rows = db.session.connection().execute(
+        _DUE_ROWS, {"company_id": company_id, "lane": lane, "due_by": _due_by(now), "limit": limit}).all()
     db.session.commit()  # no transaction stays open across provider calls
     return [_Row(sms_id, number, body, person_id, attempts, _tried(tried), error, expires_at, created_at)
             for sms_id, number, body, person_id, attempts, tried, error, expires_at, created_at in rows]
@@ -220,7 +229,10 @@ def _valid_until(row: _Row) -> datetime:
 
 def _expire(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> list[_Row]:
     """Past their validity: `expired`, with every attempt's reason."""
-    late = [r for r in rows if _valid_until(r) <= now]
+    # One comparison per row, with `now` as the driver gives times (SQLite: naive, in UTC).
+    stored_now = now.replace(tzinfo=None) if rows and rows[0].created_at.tzinfo is None else now
+    created_by = stored_now - timedelta(hours=current_app.config["SMS_VALIDITY_HOURS"])
+    late = [r for r in rows if (r.created_at <= created_by if r.expires_at is None else r.expires_at <= stored_now)]
     if not late:
         return rows
     changes = []
