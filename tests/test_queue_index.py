@@ -31,7 +31,9 @@ def _plan(statement: str, parameters) -> str:
     # EXECUTE takes no bound parameters: this test's own values, written out.
     arguments = ", ".join(str(value) if isinstance(value, int) else f"'{value}'"
                           for value in (parameters[name] for name in names))
-    return " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN EXECUTE due_rows({arguments})"))
+    plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN EXECUTE due_rows({arguments})"))
+    connection.exec_driver_sql("DEALLOCATE due_rows")
+    return plan
 
 
 def test_a_send_job_reads_its_queue_through_the_index_of_queued_messages(company):

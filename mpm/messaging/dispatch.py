@@ -37,8 +37,8 @@ from mpm.gateways.base import ACCEPTED, MAYBE_SENT, NOT_SENT, REJECTED, Outbound
 from mpm.gateways.registry import get_gateway
 from mpm.messaging import circuit, delivery, ledger, ratelimit, status
 from mpm.models import Broadcast, Company, Person, Sms
-from mpm.models.sms import IS_QUEUED
 from mpm.models.base import utcnow
+from mpm.models.sms import IS_QUEUED
 from mpm.plugins.credentials import UnreadableCredentials, scrub
 from mpm.plugins.gateway_settings import active_gateway_settings, config_for
 
@@ -177,9 +177,9 @@ def _not_paused(company_id: int):
                                                                        broadcasts.c.state == "paused")))
 
 
-def _due(company_id, due_by):
+def _due(company, due_by):
     """Retry time reached by `due_by`, broadcast not paused (both bindparams of the caller's statement)."""
-    return (or_(_sms.c.next_attempt_at.is_(None), _sms.c.next_attempt_at <= due_by)) & _not_paused(company_id)
+    return (or_(_sms.c.next_attempt_at.is_(None), _sms.c.next_attempt_at <= due_by)) & _not_paused(company)
 
 
 def _claimable():

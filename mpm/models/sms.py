@@ -32,7 +32,7 @@ class Sms(TenantMixin, db.Model):
         Index("ix_sms_due", "status", "next_attempt_at"),
         # The send queue: a send job takes the due queued rows of one company and lane in id order.
         # Queued rows only: a message leaves it when it is claimed, so a claim updates it once and an
-        # outcome not at all. A query uses it only when it names the status as QUEUED_ONLY does.
+        # outcome not at all. Queries name the status as a literal (IS_QUEUED) to use it.
         Index("ix_sms_queued", "company_id", "lane", "id", sqlite_where=text(QUEUED_ONLY),
               postgresql_where=text(QUEUED_ONLY)),
         # Rollups: "which buckets changed since the last run" reads only this index.
