@@ -17,7 +17,9 @@ messages), then posts:
    1 and 2 alternate in four rounds of N/4 each (a shared machine's speed drifts over a minute);
 3. the same reports again plus a late `Buffered` for each, shuffled: every one must change nothing.
 Then checks that no update was lost: every message `delivered`, exactly one status-changing
-callback event each, every replay logged as ignored, and every answer a 2xx.
+callback event each, every replay logged as ignored, and every answer a 2xx. Also prints, for the
+trivial requests and the reports, the CPU each process (with its children) used per request: the
+web server, the worker (the report writer), Redis, a private PostgreSQL, the load client.
 Aim: reports/s >= 0.8 of the trivial rate. --postgres starts a private PostgreSQL (bench/pgserver.py).
 """
 import argparse
@@ -254,6 +256,34 @@ def stop_servers(processes: list, logs: list) -> None:
 ROUNDS = 4  # alternating rounds of trivial requests and reports
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far, per name: that process and its children; "load client"
+    is this script's finished children (the load-client processes of every run_load so far)."""
+    import psutil
+
+    used = {}
+    for name, pid in pids.items():
+        used[name] = 0.0
+        try:
+            root = psutil.Process(pid)
+            family = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in family:
+            try:
+                times = process.cpu_times()
+                used[name] += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+    mine = os.times()
+    used["load client"] = mine.children_user + mine.children_system
+    return used
+
+
+def cpu_per_request(spent: dict[str, float], requests_: int) -> str:
+    return " / ".join(f"{seconds / requests_ * 1000:.2f}" for seconds in spent.values())
+
+
 def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(len(values) * share))] if values else float("nan")
 
@@ -303,13 +333,28 @@ def main() -> int:
         # (a shared host) weighs on both alike.
         t_trivial = t_reports = 0.0
         bad_trivial = bad_reports = 0
+        # Where each phase's CPU went: the web server, the worker (the report writer), Redis, the
+        # database server when it is a process of its own, the load client.
+        pids = {"web server": processes[0].pid, "worker": processes[1].pid, "Redis": redis_server.pid,
+                **({"PostgreSQL": postgres.pid()} if postgres else {})}
+        cpu_trivial = dict.fromkeys([*pids, "load client"], 0.0)
+        cpu_reports = dict(cpu_trivial)
+
+        def add_cpu(total: dict, before: dict) -> None:
+            for name, seconds in cpu_seconds(pids).items():
+                total[name] += seconds - before[name]
+
         codes: dict = {}
         sent_at: dict = {}
         for round_ in range(ROUNDS):
+            before = cpu_seconds(pids)
             elapsed, _, bad, _, _ = run_load(port, trivial[round_::ROUNDS], args.clients)
+            add_cpu(cpu_trivial, before)
             t_trivial += elapsed
             bad_trivial += bad
+            before = cpu_seconds(pids)
             elapsed, _, bad, round_codes, round_sent = run_load(port, reports[round_::ROUNDS], args.clients)
+            add_cpu(cpu_reports, before)
             t_reports += elapsed
             bad_reports += bad
             for code, n in round_codes.items():
@@ -334,6 +379,8 @@ def main() -> int:
     print(f"replays (late, dup):  {len(replays) / t_replays:8,.0f} reports/s  ({t_replays:.1f} s, answers "
           f"{replay_codes}); all logged {t_replays_applied:.1f} s after the last answer")
     print(f"ratio reports/trivial: {report_rate / trivial_rate:.2f} (aim >= 0.80)")
+    print(f"CPU per request, ms ({' / '.join(cpu_trivial)}): /healthz-lite "
+          f"{cpu_per_request(cpu_trivial, args.reports)}; reports {cpu_per_request(cpu_reports, args.reports)}")
     print(f"report -> status in the database: median {percentile(waits, 0.5) * 1000:,.0f} ms, "
           f"95th percentile {percentile(waits, 0.95) * 1000:,.0f} ms, max {waits[-1] * 1000 if waits else 0:,.0f} ms "
           f"(aim: median < 1 s)")

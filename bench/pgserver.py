@@ -42,6 +42,10 @@ class PrivatePostgres:
         self._run(f"{_bin('pg_ctl')} -D {self.data} -l {self.data}/server.log -w start -o '-p {self.port} "
                   f"-k {self.sock} -c listen_addresses=127.0.0.1 -c max_connections=200'")
 
+    def pid(self) -> int:
+        """The server's main process (its backends are its children)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         self._run(f"{_bin('pg_ctl')} -D {self.data} -m fast -w stop")
 
