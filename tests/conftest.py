@@ -2,7 +2,9 @@
 PostgreSQL database when MPM_TEST_DATABASE_URL is set) and an empty Redis."""
 import contextvars
 import os
+import re
 import uuid
+from datetime import datetime
 
 import pytest
 from redis import Redis
@@ -194,6 +196,32 @@ def drain_reports(app) -> int:
     """Let the report writer apply every delivery report received so far (it runs as an RQ job on
     the real Redis, as in production). Returns how many jobs ran."""
     return run_jobs(app)
+
+
+# Parameter types for PREPARE in query_plan.
+_SQL_TYPES = {int: "bigint", str: "text", datetime: "timestamptz"}
+
+
+def query_plan(statement: str, parameters) -> str:
+    """The plan the database would run this captured statement with, as one line. PostgreSQL: its
+    generic plan (psycopg prepares a statement after five runs, and PostgreSQL may then plan it once
+    for any parameters), with table scans forbidden, since an empty table is read whole whichever
+    indexes exist: the plan shows what the planner can use."""
+    connection = db.session.connection()
+    if db.engine.dialect.name == "sqlite":
+        return " ".join(row[-1] for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
+    types = ", ".join(_SQL_TYPES[type(parameters[name])] for name in names)
+    connection.exec_driver_sql(f"PREPARE planned ({types}) AS " + re.sub(
+        r"%\((\w+)\)s", lambda match: f"${names.index(match.group(1)) + 1}", statement))
+    connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+    # EXECUTE takes no bound parameters: the test's own values, written out.
+    arguments = ", ".join(str(value) if isinstance(value, int) else f"'{value}'"
+                          for value in (parameters[name] for name in names))
+    plan = " ".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN EXECUTE planned({arguments})"))
+    connection.exec_driver_sql("DEALLOCATE planned")
+    return plan
 
 
 def enable_gateway(company: Company, key: str, credentials: dict | None = None, options: dict | None = None,

@@ -8,15 +8,11 @@ from mpm import jobs
 from mpm.extensions import db
 from mpm.messaging import delivery, ledger
 from mpm.models import ParkedReport, Sms
+from tests.conftest import query_plan
 
 # The shape of the ledger's compare-and-set updates (mpm.messaging.ledger): ids, company, statuses left.
 REPORT_UPDATE = ("UPDATE sms SET status = 'delivered' WHERE company_id = ? AND id IN (1, 2, 3) "
                  "AND status IN ('sending', 'sent', 'unconfirmed')")
-
-
-def _plan(statement: str, parameters) -> str:
-    rows = db.session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    return " ".join(row[-1] for row in rows)
 
 
 def _store_messages(company_id: int) -> None:
@@ -32,11 +28,11 @@ def test_the_minute_job_makes_sqlite_update_messages_by_id(company):
         pytest.skip("PostgreSQL's autovacuum keeps its statistics; the job does nothing there")
     _store_messages(company.id)
     db.session.commit()
-    assert "ix_sms_company_status_created" in _plan(REPORT_UPDATE, (company.id,))  # no statistics: every `sent` row walked
+    assert "ix_sms_company_status_created" in query_plan(REPORT_UPDATE, (company.id,))  # no statistics: every `sent` row walked
     jobs.refresh_planner_statistics()
     db.session.remove()  # a connection reads the statistics when it opens
     db.engine.dispose()
-    assert "INTEGER PRIMARY KEY" in _plan(REPORT_UPDATE, (company.id,))
+    assert "INTEGER PRIMARY KEY" in query_plan(REPORT_UPDATE, (company.id,))
 
 
 def test_the_ledger_and_the_report_writer_find_their_rows_by_id_before_any_statistics(company):
@@ -65,6 +61,6 @@ def test_the_ledger_and_the_report_writer_find_their_rows_by_id_before_any_stati
         db.session.rollback()
     assert len(ran) == 5  # claim, move, two report moves (one per status), the parked look
     for statement, parameters in ran:
-        plan = _plan(statement, parameters)
+        plan = query_plan(statement, parameters)
         assert "SCAN sms" not in plan and "ix_sms_company_status_created" not in plan, plan
         assert ("INTEGER PRIMARY KEY" if statement.startswith("UPDATE") else "SCAN parked_report") in plan, plan
