@@ -229,7 +229,7 @@ def _valid_until(row: _Row) -> datetime:
 
 def _expire(run: _Run, rows: list[_Row], now: datetime, result: DrainResult) -> list[_Row]:
     """Past their validity: `expired`, with every attempt's reason."""
-    # One comparison per row, with `now` as the driver gives times (SQLite: naive, in UTC).
+    # _valid_until's rule, one comparison per row, with `now` as the driver gives times (SQLite: naive, in UTC).
     stored_now = now.replace(tzinfo=None) if rows and rows[0].created_at.tzinfo is None else now
     created_by = stored_now - timedelta(hours=current_app.config["SMS_VALIDITY_HOURS"])
     late = [r for r in rows if (r.created_at <= created_by if r.expires_at is None else r.expires_at <= stored_now)]
