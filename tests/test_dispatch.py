@@ -90,6 +90,30 @@ def test_rejected_number_fails_without_fallback(app, company, simulator):
     assert simulator.received() == []
 
 
+def test_one_request_with_mixed_answers_gives_each_message_its_own_outcome(app, company, simulator):
+    enable_simulated_gateway(company, simulator, "africastalking")
+    simulator.configure("africastalking", rejected_numbers=["+254712000002"])
+    numbers = [f"+25471200000{i}" for i in range(1, 5)]
+    messages = queue_messages(company.id, [Recipient(number=n) for n in numbers], "Power returns at 18:00")
+
+    run_jobs(app)
+
+    assert simulator.state.requests["africastalking"] == 1
+    provider_ids = {r["number"]: r["id"] for r in simulator.received("africastalking")}
+    outcomes = {}
+    for sms in messages:
+        sms = _reload(sms.id)
+        outcomes[sms.number] = (sms.status, sms.provider_message_id, [(e.kind, e.status) for e in _events(sms.id)])
+        if sms.status == "failed":
+            assert "InvalidPhoneNumber" in sms.error
+    accepted = [n for n in numbers if n != "+254712000002"]
+    assert len({provider_ids[n] for n in accepted}) == 3  # each accepted message its own provider id
+    assert outcomes == {
+        **{n: ("sent", provider_ids[n], [("status", "queued"), ("attempt", "sent")]) for n in accepted},
+        "+254712000002": ("failed", None, [("status", "queued"), ("attempt", "failed")]),
+    }
+
+
 def test_viber_only_for_people_with_a_viber_id(app, company, simulator):
     enable_gateway(company, "viber", options={"base_url": "https://viber.test/pa"})
     enable_simulated_gateway(company, simulator, "textbee", {"send_rate": 100})

@@ -11,7 +11,6 @@ new query) when you read them afterwards.
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import itemgetter
 
 from sqlalchemy import bindparam, case, insert, literal_column, select, update
 from sqlalchemy.ext.compiler import compiles
@@ -79,52 +78,56 @@ EVENT_COLUMNS = ("company_id", "sms_id", "kind", "status", "gateway", "detail", 
 
 
 def write_events(rows: Sequence[dict]) -> None:
-    if rows:
-        _executemany(("events",), lambda: insert(_events).values({c: bindparam(c) for c in EVENT_COLUMNS}), rows)
+    """Insert these events (rows made by event_row), up to CHUNK in one statement."""
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start:start + CHUNK]
+        n = len(chunk)
+        flat = {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in EVENT_COLUMNS}
+        _execute(("events", n), lambda: insert(_events).values(
+            [{c: bindparam(f"{c}_{i}", type_=_events.c[c].type) for c in EVENT_COLUMNS} for i in range(n)]), flat)
 
 
-# Statements run once per row are handed to the driver's own executemany: SQLAlchemy's builds each
-# row's parameters in Python, most of the cost of writing a 100-message outcome (bench/RESULTS.md).
+# Messages (or events) written by one statement: one statement instead of one per row, because the
+# driver hands the GIL to the run's provider thread around every statement and waits to get it back
+# (an outcome written row by row took twice as long while a provider call was on its way). A
+# hundred rows keep a statement's parameters far below the drivers' limits and its CASE lists short.
+CHUNK = 100
+
+
+# Compiled once per statement shape: SQLAlchemy's own execution builds a cache key and processes
+# every parameter in Python, most of the cost of writing a 100-message outcome (bench/RESULTS.md).
 _COMPILED: dict = {}
 
 
-def _executemany(shape: tuple, build, rows: Sequence[dict]) -> int:
-    """Run the statement `build()` returns (its values are bindparams named like the rows' keys)
-    once per row (one row: a plain execute); `shape` names the statement for the compiled cache.
-    Values are converted by their column types, as SQLAlchemy would. Returns how many rows the
-    statement changed."""
+def _execute(shape: tuple, build, values: dict) -> int:
+    """Run the statement `build()` returns (its values are bindparams named like the keys of
+    `values`); `shape` names the statement for the compiled cache. Values are converted by their
+    column types, as SQLAlchemy would. Returns how many rows the statement changed."""
     connection = db.session.connection()
     dialect = connection.dialect
     key = (dialect.name, dialect.paramstyle, shape)
     if key not in _COMPILED:
         compiled = build().compile(dialect=dialect)
-        processors = {name: processor for name, bind in compiled.binds.items()
+        # name → (the type's name, its converter): one value in many places (the time of a change,
+        # in every event of a batch) is converted once per type.
+        processors = {name: (repr(bind.type), processor) for name, bind in compiled.binds.items()
                       if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))}
-        # The statement's own values (a constant compared with, `attempts + 1`) join every row.
+        # The statement's own values (a constant compared with, `attempts + 1`).
         constants = {name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required}
         _COMPILED[key] = (str(compiled), compiled.positiontup if compiled.positional else None, processors, constants)
     sql, positions, processors, constants = _COMPILED[key]
-    if constants:
-        rows = [{**constants, **row} for row in rows]
-    if positions:  # a positional driver (SQLite): one list per row, in the statement's order
-        pick = itemgetter(*positions)
-        params = [list(pick(row)) for row in rows] if len(positions) > 1 else [[pick(row)] for row in rows]
-        slots = [(i, processors[name]) for i, name in enumerate(positions) if name in processors]
-    else:
-        params = [dict(row) for row in rows]
-        slots = list(processors.items())
-    for slot, convert in slots:
-        done: dict = {}  # a value shared by every row (the time of the change) is converted once
-        for row in params:
-            value = row[slot]
-            if value is not None:
-                converted = done.get(id(value))
-                if converted is None:
-                    converted = done[id(value)] = convert(value)
-                row[slot] = converted
-    if positions:
-        params = [tuple(row) for row in params]
-    return connection.exec_driver_sql(sql, params if len(params) > 1 else params[0]).rowcount
+    params = {**constants, **values} if constants else dict(values)
+    done: dict = {}
+    for name, (type_name, convert) in processors.items():
+        value = params[name]
+        if value is not None:
+            converted = done.get((type_name, id(value)))
+            if converted is None:
+                converted = done[(type_name, id(value))] = convert(value)
+            params[name] = converted
+    if positions:  # a positional driver (SQLite): the values in the statement's order
+        return connection.exec_driver_sql(sql, tuple(params[name] for name in positions)).rowcount
+    return connection.exec_driver_sql(sql, params).rowcount
 
 
 def note(company_id: int, sms_id: int, detail: str, *, kind: str = "note", gateway: str | None = None,
@@ -162,37 +165,51 @@ def move(company_id: int, sms_ids: Sequence[int], new: str, detail: str = "", *,
 
 def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str = "status",
               sources: Iterable[str] | None = None) -> list[int]:
-    """Like move, with values per message: one executemany UPDATE and one read-back. Returns the ids
-    that moved."""
+    """Like move, with values per message: one UPDATE for all of them (a value that differs between
+    messages is chosen by id). Returns the ids that moved."""
     if not changes:
         return []
-    allowed = frozenset(sources) if sources is not None else st.sources_of(new)
+    allowed = tuple(sorted(frozenset(sources) if sources is not None else st.sources_of(new)))
     now = utcnow()
-    columns = tuple(sorted({c for change in changes for c in change.values}))
-    names = [(f"_{c}", c) for c in columns]
-    params = []
-    for change in changes:
-        row = {"_id": change.sms_id, "_company_id": company_id, "_status": new, "_updated_at": now}
-        for name, column in names:
-            row[name] = change.values.get(column)
-        params.append(row)
-
-    def statement():
-        assignments = {c: bindparam(f"_{c}", type_=_sms.c[c].type) for c in ("status", "updated_at", *columns)}
-        # An executemany cannot carry an expanding IN parameter: the statuses (our own constants)
-        # are written into the statement.
-        statuses = [literal_column(f"'{s}'") for s in sorted(allowed)]
-        return (update(_sms).where(_sms.c.id == bindparam("_id"), _sms.c.company_id == bindparam("_company_id"),
-                                   _sms.c.status.in_(statuses)).values(assignments))
-
-    ids = [c.sms_id for c in changes]
-    if _executemany(("move_each", tuple(sorted(allowed)), columns), statement, params) == len(ids):
-        moved = set(ids)  # every row moved (the common case): no read-back needed
-    else:
-        moved = _stamped(ids, new, now)
+    moved: set[int] = set()
+    for start in range(0, len(changes), CHUNK):
+        moved |= _move_chunk(company_id, new, changes[start:start + CHUNK], allowed, now)
     write_events([event_row(company_id, c.sms_id, kind, c.detail, new, c.gateway, now)
                   for c in changes if c.sms_id in moved])
     return [c.sms_id for c in changes if c.sms_id in moved]
+
+
+def _move_chunk(company_id: int, new: str, changes: Sequence[Change], allowed: tuple, now: datetime) -> set[int]:
+    columns = sorted({c for change in changes for c in change.values})
+    first = changes[0].values
+    # A value every message shares (the time, no error) is one parameter; the others one per message.
+    varying = tuple(c for c in columns if any(ch.values.get(c) != first.get(c) for ch in changes))
+    shared = tuple(c for c in columns if c not in varying)
+    n = len(changes)
+    row = {"_company_id": company_id, "_status": new, "_updated_at": now}
+    for i, change in enumerate(changes):
+        row[f"_id_{i}"] = change.sms_id
+        for c in varying:
+            row[f"_{c}_{i}"] = change.values.get(c)
+    for c in shared:
+        row[f"_{c}"] = first.get(c)
+
+    def statement():
+        ids = [bindparam(f"_id_{i}", type_=_sms.c.id.type) for i in range(n)]
+        assignments = {c: bindparam(f"_{c}", type_=_sms.c[c].type) for c in ("status", "updated_at", *shared)}
+        for c in varying:
+            assignments[c] = case({ids[i]: bindparam(f"_{c}_{i}", type_=_sms.c[c].type) for i in range(n)},
+                                  value=_sms.c.id)
+        # The statuses (our own constants) are written into the statement.
+        statuses = [literal_column(f"'{s}'") for s in allowed]
+        return (update(_sms).where(_sms.c.id.in_(ids),
+                                   Unindexed(_sms.c.company_id) == bindparam("_company_id", type_=_sms.c.company_id.type),
+                                   Unindexed(_sms.c.status).in_(statuses)).values(assignments))
+
+    ids = [c.sms_id for c in changes]
+    if _execute(("move_each", allowed, n, varying, shared), statement, row) == n:
+        return set(ids)  # every row moved (the common case): no read-back needed
+    return _stamped(ids, new, now)
 
 
 def _stamped(sms_ids: Sequence[int], new: str, at: datetime, *also) -> set[int]:
@@ -249,7 +266,7 @@ def claim(company_id: int, sms_ids: Sequence[int], gateway: str, *, where=None, 
                         attempts=_sms.c.attempts + 1, waiting_reason=None,
                         updated_at=bindparam("claim_at", type_=_sms.c.updated_at.type)))
 
-    moved = _executemany(("claim", len(ids), where), statement, [row])
+    moved = _execute(("claim", len(ids), where), statement, row)
     # Every row moved (the common case): no RETURNING, whose row-by-row fetch hands the GIL to the
     # provider thread once per message. Otherwise ours are the ones this claim stamped.
     if moved == len(ids):
