@@ -82,9 +82,26 @@ def write_events(rows: Sequence[dict]) -> None:
     for start in range(0, len(rows), CHUNK):
         chunk = rows[start:start + CHUNK]
         n = len(chunk)
-        flat = {f"{c}_{i}": row[c] for i, row in enumerate(chunk) for c in EVENT_COLUMNS}
-        _execute(("events", n), lambda: insert(_events).values(
-            [{c: bindparam(f"{c}_{i}", type_=_events.c[c].type) for c in EVENT_COLUMNS} for i in range(n)]), flat)
+        shared, varying, values = _per_row(chunk, EVENT_COLUMNS)
+
+        def statement():
+            return insert(_events).values([
+                {c: bindparam(f"_{c}_{i}" if c in varying else f"_{c}", type_=_events.c[c].type) for c in EVENT_COLUMNS}
+                for i in range(n)])
+
+        _execute(("events", n, varying), statement, values)
+
+
+def _per_row(rows: Sequence[dict], columns: Sequence[str]) -> tuple[tuple, tuple, dict]:
+    """The columns whose value every row shares (one parameter, `_column`), the ones that differ (one
+    parameter per row, `_column_i`), and those parameters. A row without a column has it None."""
+    first = rows[0]
+    varying = tuple(c for c in columns if any(row.get(c) != first.get(c) for row in rows))
+    shared = tuple(c for c in columns if c not in varying)
+    values = {f"_{c}": first.get(c) for c in shared}
+    for c in varying:
+        values.update({f"_{c}_{i}": row.get(c) for i, row in enumerate(rows)})
+    return shared, varying, values
 
 
 # Messages (or events) written by one statement: one statement instead of one per row, because the
@@ -180,19 +197,10 @@ def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str
 
 
 def _move_chunk(company_id: int, new: str, changes: Sequence[Change], allowed: tuple, now: datetime) -> set[int]:
-    columns = sorted({c for change in changes for c in change.values})
-    first = changes[0].values
-    # A value every message shares (the time, no error) is one parameter; the others one per message.
-    varying = tuple(c for c in columns if any(ch.values.get(c) != first.get(c) for ch in changes))
-    shared = tuple(c for c in columns if c not in varying)
     n = len(changes)
-    row = {"_company_id": company_id, "_status": new, "_updated_at": now}
-    for i, change in enumerate(changes):
-        row[f"_id_{i}"] = change.sms_id
-        for c in varying:
-            row[f"_{c}_{i}"] = change.values.get(c)
-    for c in shared:
-        row[f"_{c}"] = first.get(c)
+    shared, varying, row = _per_row([c.values for c in changes], sorted({c for ch in changes for c in ch.values}))
+    row.update({f"_id_{i}": change.sms_id for i, change in enumerate(changes)})
+    row.update(_company_id=company_id, _status=new, _updated_at=now)
 
     def statement():
         ids = [bindparam(f"_id_{i}", type_=_sms.c.id.type) for i in range(n)]
