@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from mpm.extensions import db
 from mpm import jobs
-from mpm.messaging import dispatch, ratelimit
+from mpm.messaging import dispatch, ledger, ratelimit
 from mpm.messaging.send import NoActiveSmsProvider, Recipient, queue_messages, recipient_for_person
 from mpm.models import Person, Sms, SmsEvent
 from mpm.models.base import utcnow
@@ -112,6 +112,21 @@ def test_one_request_with_mixed_answers_gives_each_message_its_own_outcome(app, 
         **{n: ("sent", provider_ids[n], [("status", "queued"), ("attempt", "sent")]) for n in accepted},
         "+254712000002": ("failed", None, [("status", "queued"), ("attempt", "failed")]),
     }
+
+
+def test_a_status_write_of_hundreds_of_messages_gives_each_its_own_values_and_one_event(app, company):
+    # Written in pieces (100, then powers of two): 237 = 100 + 100 + 32 + 4 + 1.
+    enable_gateway(company, "africastalking")
+    messages = queue_messages(company.id, [Recipient(number=f"+254712{i:06d}") for i in range(237)], "Notice")
+    moved = ledger.move_each(company.id, "expired", [
+        ledger.Change(m.id, f"reason {i}", values={"error": f"reason {i}"}) for i, m in enumerate(messages)])
+    db.session.commit()
+
+    assert moved == [m.id for m in messages]
+    for i, sms in enumerate(messages):
+        sms = _reload(sms.id)
+        assert (sms.status, sms.error) == ("expired", f"reason {i}")
+        assert [(e.status, e.detail) for e in _events(sms.id)][1:] == [("expired", f"reason {i}")]
 
 
 def test_viber_only_for_people_with_a_viber_id(app, company, simulator):

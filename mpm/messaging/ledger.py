@@ -8,7 +8,7 @@ the messages that did move are inserted in the same transaction. Callers commit.
 Loaded `Sms` objects are not refreshed by these statements: reload them (db.session.refresh or a
 new query) when you read them afterwards.
 """
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -79,8 +79,7 @@ EVENT_COLUMNS = ("company_id", "sms_id", "kind", "status", "gateway", "detail", 
 
 def write_events(rows: Sequence[dict]) -> None:
     """Insert these events (rows made by event_row), up to CHUNK in one statement."""
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start:start + CHUNK]
+    for chunk in _pieces(rows):
         n = len(chunk)
         shared, varying, values = _per_row(chunk, EVENT_COLUMNS)
 
@@ -109,6 +108,22 @@ def _per_row(rows: Sequence[dict], columns: Sequence[str]) -> tuple[tuple, tuple
 # (an outcome written row by row took twice as long while a provider call was on its way). A
 # hundred rows keep a statement's parameters far below the drivers' limits and its CASE lists short.
 CHUNK = 100
+
+
+def _pieces(rows: Sequence) -> Iterator[Sequence]:
+    """`rows` in pieces of CHUNK, the rest in pieces whose sizes are powers of two (37 → 32, 4, 1):
+    a statement is compiled once per piece size, and eight sizes (100, 64, 32 … 1) serve batches of
+    any length."""
+    start = 0
+    while len(rows) - start >= CHUNK:
+        yield rows[start:start + CHUNK]
+        start += CHUNK
+    size = 1 << (CHUNK.bit_length() - 1)
+    while start < len(rows):
+        if len(rows) - start >= size:
+            yield rows[start:start + size]
+            start += size
+        size >>= 1
 
 
 # Compiled once per statement shape: SQLAlchemy's own execution builds a cache key and processes
@@ -189,8 +204,8 @@ def move_each(company_id: int, new: str, changes: Sequence[Change], *, kind: str
     allowed = tuple(sorted(frozenset(sources) if sources is not None else st.sources_of(new)))
     now = utcnow()
     moved: set[int] = set()
-    for start in range(0, len(changes), CHUNK):
-        moved |= _move_chunk(company_id, new, changes[start:start + CHUNK], allowed, now)
+    for chunk in _pieces(changes):
+        moved |= _move_chunk(company_id, new, chunk, allowed, now)
     write_events([event_row(company_id, c.sms_id, kind, c.detail, new, c.gateway, now)
                   for c in changes if c.sms_id in moved])
     return [c.sms_id for c in changes if c.sms_id in moved]
