@@ -77,32 +77,6 @@ def event_row(company_id: int, sms_id: int, kind: str, detail: str, new_status: 
 EVENT_COLUMNS = ("company_id", "sms_id", "kind", "status", "gateway", "detail", "created_at")
 
 
-def write_events(rows: Sequence[dict]) -> None:
-    """Insert these events (rows made by event_row), up to CHUNK in one statement."""
-    for chunk in _pieces(rows):
-        n = len(chunk)
-        shared, varying, values = _per_row(chunk, EVENT_COLUMNS)
-
-        def statement():
-            return insert(_events).values([
-                {c: bindparam(f"_{c}_{i}" if c in varying else f"_{c}", type_=_events.c[c].type) for c in EVENT_COLUMNS}
-                for i in range(n)])
-
-        _execute(("events", n, varying), statement, values)
-
-
-def _per_row(rows: Sequence[dict], columns: Sequence[str]) -> tuple[tuple, tuple, dict]:
-    """The columns whose value every row shares (one parameter, `_column`), the ones that differ (one
-    parameter per row, `_column_i`), and those parameters. A row without a column has it None."""
-    first = rows[0]
-    varying = tuple(c for c in columns if any(row.get(c) != first.get(c) for row in rows))
-    shared = tuple(c for c in columns if c not in varying)
-    values = {f"_{c}": first.get(c) for c in shared}
-    for c in varying:
-        values.update({f"_{c}_{i}": row.get(c) for i, row in enumerate(rows)})
-    return shared, varying, values
-
-
 # Messages (or events) written by one statement: one statement instead of one per row, because the
 # driver hands the GIL to the run's provider thread around every statement and waits to get it back
 # (an outcome written row by row took twice as long while a provider call was on its way). A
@@ -124,6 +98,32 @@ def _pieces(rows: Sequence) -> Iterator[Sequence]:
             yield rows[start:start + size]
             start += size
         size >>= 1
+
+
+def _per_row(rows: Sequence[dict], columns: Sequence[str]) -> tuple[tuple, tuple, dict]:
+    """The columns whose value every row shares (one parameter, `_column`), the ones that differ (one
+    parameter per row, `_column_i`), and those parameters. A row without a column has it None."""
+    first = rows[0]
+    varying = tuple(c for c in columns if any(row.get(c) != first.get(c) for row in rows))
+    shared = tuple(c for c in columns if c not in varying)
+    values = {f"_{c}": first.get(c) for c in shared}
+    for c in varying:
+        values.update({f"_{c}_{i}": row.get(c) for i, row in enumerate(rows)})
+    return shared, varying, values
+
+
+def write_events(rows: Sequence[dict]) -> None:
+    """Insert these events (rows made by event_row), up to CHUNK in one statement."""
+    for chunk in _pieces(rows):
+        n = len(chunk)
+        _, varying, values = _per_row(chunk, EVENT_COLUMNS)
+
+        def statement():
+            return insert(_events).values([
+                {c: bindparam(f"_{c}_{i}" if c in varying else f"_{c}", type_=_events.c[c].type) for c in EVENT_COLUMNS}
+                for i in range(n)])
+
+        _execute(("events", n, varying), statement, values)
 
 
 # Compiled once per statement shape: SQLAlchemy's own execution builds a cache key and processes
