@@ -142,12 +142,16 @@ class WorkerPool:
 def worker_running(connection, pool: WorkerPool, func_names: tuple[str, ...]):
     """The pool's worker process whose current job is one of `func_names`, or None."""
     from rq import Worker
+    from rq.exceptions import NoSuchJobError
 
     for worker in Worker.all(connection=connection):
         proc = pool.by_pid(worker.pid) if worker.pid else None
         if proc is None:
             continue
-        job = worker.get_current_job()
+        try:
+            job = worker.get_current_job()
+        except NoSuchJobError:  # it finished (and was deleted) between the two reads: not running it now
+            continue
         if job is not None and job.func_name in func_names:
             return proc
     return None
