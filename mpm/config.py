@@ -61,6 +61,9 @@ def from_environment() -> dict:
         # How long a broadcast's fan-out lease lasts without renewal: with SMS_SWEEP_SECONDS it bounds
         # how soon a fan-out killed with its worker goes on.
         "FANOUT_LEASE_SECONDS": _int("MPM_FANOUT_LEASE_SECONDS", 45),
+        # How long the report writer's lease lasts without renewal: how soon the reports a killed
+        # writer left in Redis are picked up again (by the next report or the sweep).
+        "REPORT_WRITER_LEASE_SECONDS": _int("MPM_REPORT_WRITER_LEASE_SECONDS", 15),
         # The local gateway simulator is a development tool: only the embedded run sets it.
         "SIMULATOR_URL": os.environ.get("MPM_SIMULATOR_URL", ""),
         "RATELIMIT_STORAGE_URI": os.environ.get("MPM_RATELIMIT_STORAGE_URI", "memory://"),

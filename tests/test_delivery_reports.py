@@ -200,18 +200,49 @@ def test_reports_wait_in_redis_while_the_database_is_unreachable(app, client, at
     assert redis_connection().xlen(delivery.STREAM) == 0
 
 
-def test_a_batch_read_by_a_writer_that_died_is_applied_by_the_next(app, client, at):
+class _Killed(BaseException):
+    """The writer's process dies here (a BaseException: nothing in the writer catches it)."""
+
+
+def _writer_dies(app, monkeypatch, target, name) -> None:
+    """Run the writer as a job that dies when it reaches `target.name`; its lease then expires."""
+    def die(*args, **kwargs):
+        raise _Killed()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(target, name, die)
+        with app.app_context(), pytest.raises(_Killed):
+            delivery.write_reports()
+    redis_connection().delete("mpm:lease:" + delivery.WRITER_LEASE)
+
+
+def test_a_batch_a_writer_died_on_before_its_commit_is_applied_by_the_next(app, client, at, monkeypatch):
     sms = _message(at, "ATXid_1")
     _report(client, at, "ATXid_1")
-    r = redis_connection()
-    delivery._create_group(r)
-    taken = r.xreadgroup(delivery.GROUP, delivery.CONSUMER, {delivery.STREAM: ">"}, count=10)
-    assert len(taken[0][1]) == 1  # read, then the process is killed before its commit
-    r.delete("mpm:lease:" + delivery.WRITER_LEASE)  # its lease expires
+    _writer_dies(app, monkeypatch, delivery, "apply_reports")
+    assert _row(sms.id).status == "sent"
+    assert redis_connection().xlen(delivery.STREAM) == 1  # still waiting
     delivery.ensure_report_writer()
     drain_reports(app)
     assert _row(sms.id).status == "delivered"
     assert len(_callback_events(sms.id)) == 1
+    assert redis_connection().xlen(delivery.STREAM) == 0
+
+
+def test_a_batch_a_writer_died_on_after_its_commit_changes_nothing_again(app, client, at, monkeypatch):
+    sms = _message(at, "ATXid_1")
+    _report(client, at, "ATXid_1")
+    # Committed, then killed before the stream was trimmed: the next writer reads the batch again.
+    _writer_dies(app, monkeypatch, type(redis_connection()), "xtrim")
+    assert _row(sms.id).status == "delivered"
+    assert redis_connection().xlen(delivery.STREAM) == 1
+    delivery.ensure_report_writer()
+    drain_reports(app)
+    events = _callback_events(sms.id)
+    assert _row(sms.id).status == "delivered"
+    assert [status for status, detail in events if not detail.startswith("ignored")] == ["delivered"]
+    assert len(events) == 2 and events[1][1].startswith("ignored delivered: message is already delivered")
+    assert redis_connection().xlen(delivery.STREAM) == 0
 
 
 def test_the_endpoint_keeps_taking_reports_while_the_database_is_down(app, client, at, tmp_path, redis_url):

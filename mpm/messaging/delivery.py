@@ -1,10 +1,10 @@
 """What providers' callbacks change: delivery status of outbound SMS and Viber subscriptions.
 
 Delivery reports come by the thousand in bursts, so the callback endpoint only appends them to a
-durable queue in Redis (a stream with a consumer group) and answers; the report writer (a job on the
-`high` lane) drains it in batches and applies each batch with set-based statements through the
-ledger. A report leaves the stream only after its batch is committed: a killed writer or a database
-outage leaves it there for the next writer.
+durable queue in Redis (a stream) and answers; the report writer (a job on the `high` lane) drains
+it in batches, oldest first, and applies each batch with set-based statements through the ledger.
+A report leaves the stream only after its batch is committed (the stream is trimmed up to it): a
+killed writer or a database outage leaves it there for the next writer.
 
 Status only moves forward (mpm.messaging.status): a late or repeated report changes nothing but the
 event log. A report for a provider id we do not know yet (it beat the send's answer) is parked in
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from redis.exceptions import ResponseError
 from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -38,15 +37,12 @@ from mpm.queue import redis_connection
 log = logging.getLogger(__name__)
 
 STREAM = "mpm:reports"
-GROUP = "writers"
-# One writer at a time (the lease); its unacknowledged entries are read again first by the next one.
-# Two writers at once (a lease that expired while the job waited in the queue) may both read that
-# backlog: the compare-and-set keeps the status right; only the "ignored" events would be doubled.
-CONSUMER = "writer"
+# One writer at a time (the lease). A writer killed between its commit and the trim, or two writers
+# at once (a lease that expired while the job waited in the queue), apply a batch twice: the
+# compare-and-set keeps the status right; only its "ignored" events are doubled.
 WRITER_LEASE = "report-writer"
 PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored that parked reports may wait for
 BATCH = 1000
-LEASE_SECONDS = 15
 BUDGET_SECONDS = 1.5
 CYCLE_SECONDS = 0.25  # at most one batch per this interval unless a full batch waits: fewer, larger transactions
 IDLE_BLOCK_MS = 200  # how long an idle writer waits for more before it ends (config REPORT_WRITER_IDLE_MS)
@@ -74,7 +70,7 @@ def receive_delivery_reports(company_id: int, gateway: str, reports: list[Delive
     entries = [json.dumps([company_id, gateway, report.provider_message_id, report.status, report.detail,
                            report.raw_status, report.number]) for report in reports]
     # One command on this hot path: append, then take the writer's lease if it is free (ensure_report_writer).
-    if _append_script()(keys=[STREAM, leases.key(WRITER_LEASE)], args=[LEASE_SECONDS, *entries]):
+    if _append_script()(keys=[STREAM, leases.key(WRITER_LEASE)], args=[_lease_seconds(), *entries]):
         _enqueue_writer()
 
 
@@ -95,10 +91,14 @@ def ensure_report_writer() -> bool:
     """Enqueue the writer when reports wait (in Redis or parked) and no writer holds the lease.
     True when a writer job was enqueued."""
     waiting = redis_connection().xlen(STREAM) > 0 or _any_parked()
-    if not waiting or not leases.take(WRITER_LEASE, LEASE_SECONDS):
+    if not waiting or not leases.take(WRITER_LEASE, _lease_seconds()):
         return False
     _enqueue_writer()
     return True
+
+
+def _lease_seconds() -> int:
+    return current_app.config["REPORT_WRITER_LEASE_SECONDS"]
 
 
 def _enqueue_writer() -> None:
@@ -170,13 +170,12 @@ def write_reports() -> int:
     how many reports it applied or parked. Database trouble: the batch stays in Redis and is tried
     again after a short backoff."""
     r = redis_connection()
-    leases.hold(WRITER_LEASE, LEASE_SECONDS)
-    _create_group(r)
+    leases.hold(WRITER_LEASE, _lease_seconds())
     _drop_stale_parked_reports()
     deadline = time.monotonic() + BUDGET_SECONDS
     done = failures = 0
     while time.monotonic() < deadline:
-        leases.hold(WRITER_LEASE, LEASE_SECONDS)
+        leases.hold(WRITER_LEASE, _lease_seconds())
         started = time.monotonic()
         try:
             handled, more = _cycle(r)
@@ -202,21 +201,11 @@ def write_reports() -> int:
     return done
 
 
-def _create_group(r) -> None:
-    try:
-        r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-
-
 def _cycle(r) -> tuple[int, bool]:
-    """One batch: this consumer's unacknowledged entries first (a batch a crash or outage left),
-    else new ones; plus parked reports whose id now exists. Returns (reports handled, whether a full
-    batch suggests more are waiting)."""
-    entries = _read(r, "0", block=None)
-    if not entries:
-        entries = _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
+    """One batch: the oldest reports in the stream (those a crash or an outage left come first), plus
+    parked reports whose id now exists. Returns (reports handled, whether a full batch suggests more
+    are waiting)."""
+    entries = _read(r, block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
     r.delete(PARKED_READY)  # any id stored before this point is seen by the parked query below
     reports = [_from_entry(fields) for _, fields in entries]
     parked = _parked_now_matching()
@@ -230,11 +219,8 @@ def _cycle(r) -> tuple[int, bool]:
         db.session.rollback()
         parked_applied = _apply_one_by_one(parked + reports)
     if entries:
-        ids = [entry_id for entry_id, _ in entries]
-        pipe = r.pipeline(transaction=False)
-        pipe.xack(STREAM, GROUP, *ids)
-        pipe.xdel(STREAM, *ids)
-        pipe.execute()
+        # Exact, not `~`: an entry left behind would be read and applied again.
+        r.xtrim(STREAM, minid=_after(entries[-1][0]), approximate=False)
     # A parked report that still finds no message (two reports for one unconfirmed message) is not work done.
     return len(reports) + parked_applied, len(entries) >= BATCH or parked_applied >= BATCH
 
@@ -251,15 +237,17 @@ def _apply_one_by_one(reports: list[QueuedReport]) -> int:
     return parked_applied
 
 
-def _read(r, position: str, block: int | None) -> list:
-    try:
-        answer = r.xreadgroup(GROUP, CONSUMER, {STREAM: position}, count=BATCH, block=block)
-    except ResponseError as exc:  # the stream or group was deleted (e.g. a flushed Redis)
-        if "NOGROUP" not in str(exc):
-            raise
-        _create_group(r)
-        return []
+def _read(r, block: int | None) -> list:
+    """The oldest entries (applied ones are trimmed away), waiting up to `block` ms for one when
+    there are none."""
+    answer = r.xread({STREAM: "0-0"}, count=BATCH, block=block)
     return answer[0][1] if answer else []
+
+
+def _after(entry_id: bytes) -> str:
+    """The smallest stream id after this one ("ms-seq")."""
+    ms, seq = entry_id.decode().split("-")
+    return f"{ms}-{int(seq) + 1}"
 
 
 def _from_entry(fields: dict) -> QueuedReport:
