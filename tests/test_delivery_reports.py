@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from mpm import create_app
+from mpm import create_app, leases
 from mpm.extensions import db
 from mpm.messaging import delivery
 from mpm.messaging import status as st
@@ -243,6 +243,32 @@ def test_a_batch_a_writer_died_on_after_its_commit_changes_nothing_again(app, cl
     assert [status for status, detail in events if not detail.startswith("ignored")] == ["delivered"]
     assert len(events) == 2 and events[1][1].startswith("ignored delivered: message is already delivered")
     assert redis_connection().xlen(delivery.STREAM) == 0
+
+
+def test_a_writer_whose_lease_another_writer_took_stops_after_its_batch(app, client, at, monkeypatch):
+    messages = [_message(at, f"ATXid_{i}") for i in range(3)]
+    for i in range(3):
+        _report(client, at, f"ATXid_{i}")
+    monkeypatch.setattr(delivery, "BATCH", 1)
+    cycle = delivery._cycle
+
+    def cycle_then_lapse(r):
+        handled = cycle(r)
+        leases.hold(delivery.WRITER_LEASE, 15, "another-writer")  # stuck past its lease; another took it
+        return handled
+
+    monkeypatch.setattr(delivery, "_cycle", cycle_then_lapse)
+    with app.app_context():
+        assert delivery.write_reports() == 1
+    monkeypatch.setattr(delivery, "_cycle", cycle)
+    assert redis_connection().xlen(delivery.STREAM) == 2  # left to the writer that holds the lease
+    assert leases.holder(delivery.WRITER_LEASE) == "another-writer"  # not released by the one that stopped
+    redis_connection().delete("mpm:lease:" + delivery.WRITER_LEASE)
+    delivery.ensure_report_writer()
+    drain_reports(app)
+    for sms in messages:
+        assert _row(sms.id).status == "delivered"
+        assert len(_callback_events(sms.id)) == 1
 
 
 def test_the_endpoint_keeps_taking_reports_while_the_database_is_down(app, client, at, tmp_path, redis_url):

@@ -17,6 +17,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,9 +38,10 @@ from mpm.queue import redis_connection
 log = logging.getLogger(__name__)
 
 STREAM = "mpm:reports"
-# One writer at a time (the lease). A writer killed between its commit and the trim, or two writers
-# at once (a lease that expired while the job waited in the queue), apply a batch twice: the
-# compare-and-set keeps the status right; only its "ignored" events are doubled.
+# One writer at a time (the lease, with the running writer's token). A writer killed between its
+# commit and the trim applies its batch twice, and so do two writers at once (a lease that lapsed
+# while its writer was stuck; the older one stops after its batch): the compare-and-set keeps the
+# status right; only that batch's "ignored" events are doubled.
 WRITER_LEASE = "report-writer"
 PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored that parked reports may wait for
 BATCH = 1000
@@ -170,12 +172,15 @@ def write_reports() -> int:
     how many reports it applied or parked. Database trouble: the batch stays in Redis and is tried
     again after a short backoff."""
     r = redis_connection()
-    leases.hold(WRITER_LEASE, _lease_seconds())
+    token = uuid.uuid4().hex
+    leases.hold(WRITER_LEASE, _lease_seconds(), token)
     _drop_stale_parked_reports()
     deadline = time.monotonic() + BUDGET_SECONDS
     done = failures = 0
     while time.monotonic() < deadline:
-        leases.hold(WRITER_LEASE, _lease_seconds())
+        if leases.holder(WRITER_LEASE) != token:
+            return done  # this writer's lease lapsed and another writer took over: one at a time
+        leases.hold(WRITER_LEASE, _lease_seconds(), token)
         started = time.monotonic()
         try:
             handled, more = _cycle(r)
@@ -194,7 +199,7 @@ def write_reports() -> int:
     if r.xlen(STREAM) > 0 or failures:
         _enqueue_writer()  # still ours: keep the lease
         return done
-    leases.release(WRITER_LEASE)
+    leases.release_if_holder(WRITER_LEASE, token)
     # A report (or a stored id) that came after the last read but before the release found the lease held.
     if r.xlen(STREAM) > 0 or r.exists(PARKED_READY):
         ensure_report_writer()
