@@ -232,8 +232,8 @@ def test_a_batch_a_writer_died_on_before_its_commit_is_applied_by_the_next(app, 
 def test_a_batch_a_writer_died_on_after_its_commit_changes_nothing_again(app, client, at, monkeypatch):
     sms = _message(at, "ATXid_1")
     _report(client, at, "ATXid_1")
-    # Committed, then killed before the stream was trimmed: the next writer reads the batch again.
-    _writer_dies(app, monkeypatch, type(redis_connection()), "xtrim")
+    # Committed, then killed before the batch was acknowledged: the next writer reads it again.
+    _writer_dies(app, monkeypatch, type(redis_connection().pipeline()), "execute")
     assert _row(sms.id).status == "delivered"
     assert redis_connection().xlen(delivery.STREAM) == 1
     delivery.ensure_report_writer()

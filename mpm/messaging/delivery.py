@@ -1,10 +1,10 @@
 """What providers' callbacks change: delivery status of outbound SMS and Viber subscriptions.
 
 Delivery reports come by the thousand in bursts, so the callback endpoint only appends them to a
-durable queue in Redis (a stream) and answers; the report writer (a job on the `high` lane) drains
-it in batches, oldest first, and applies each batch with set-based statements through the ledger.
-A report leaves the stream only after its batch is committed (the stream is trimmed up to it): a
-killed writer or a database outage leaves it there for the next writer.
+durable queue in Redis (a stream with a consumer group) and answers; the report writer (a job on the
+`high` lane) drains it in batches and applies each batch with set-based statements through the
+ledger. A report leaves the stream only after its batch is committed: a killed writer or a database
+outage leaves it there for the next writer.
 
 Status only moves forward (mpm.messaging.status): a late or repeated report changes nothing but the
 event log. A report for a provider id we do not know yet (it beat the send's answer) is parked in
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
+from redis.exceptions import ResponseError
 from sqlalchemy import delete, exists, func, insert, or_, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -38,10 +39,12 @@ from mpm.queue import redis_connection
 log = logging.getLogger(__name__)
 
 STREAM = "mpm:reports"
-# One writer at a time (the lease, with the running writer's token). A writer killed between its
-# commit and the trim applies its batch twice, and so do two writers at once (a lease that lapsed
-# while its writer was stuck; the older one stops after its batch): the compare-and-set keeps the
-# status right; only that batch's "ignored" events are doubled.
+GROUP = "writers"
+# One writer at a time (the lease, with the running writer's token; a writer stuck past its lease
+# stops after its batch when it finds another holder). Its unacknowledged entries are read again
+# first by the next one; two writers at once may both read that backlog: the compare-and-set keeps
+# the status right; only the "ignored" events would be doubled.
+CONSUMER = "writer"
 WRITER_LEASE = "report-writer"
 PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored that parked reports may wait for
 BATCH = 1000
@@ -174,6 +177,7 @@ def write_reports() -> int:
     r = redis_connection()
     token = uuid.uuid4().hex
     leases.hold(WRITER_LEASE, _lease_seconds(), token)
+    _create_group(r)
     _drop_stale_parked_reports()
     deadline = time.monotonic() + BUDGET_SECONDS
     done = failures = 0
@@ -206,11 +210,21 @@ def write_reports() -> int:
     return done
 
 
+def _create_group(r) -> None:
+    try:
+        r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 def _cycle(r) -> tuple[int, bool]:
-    """One batch: the oldest reports in the stream (those a crash or an outage left come first), plus
-    parked reports whose id now exists. Returns (reports handled, whether a full batch suggests more
-    are waiting)."""
-    entries = _read(r, block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
+    """One batch: this consumer's unacknowledged entries first (a batch a crash or outage left),
+    else new ones; plus parked reports whose id now exists. Returns (reports handled, whether a full
+    batch suggests more are waiting)."""
+    entries = _read(r, "0", block=None)
+    if not entries:
+        entries = _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
     r.delete(PARKED_READY)  # any id stored before this point is seen by the parked query below
     reports = [_from_entry(fields) for _, fields in entries]
     parked = _parked_now_matching()
@@ -224,8 +238,11 @@ def _cycle(r) -> tuple[int, bool]:
         db.session.rollback()
         parked_applied = _apply_one_by_one(parked + reports)
     if entries:
-        # Exact, not `~`: an entry left behind would be read and applied again.
-        r.xtrim(STREAM, minid=_after(entries[-1][0]), approximate=False)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = r.pipeline(transaction=False)
+        pipe.xack(STREAM, GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        pipe.execute()
     # A parked report that still finds no message (two reports for one unconfirmed message) is not work done.
     return len(reports) + parked_applied, len(entries) >= BATCH or parked_applied >= BATCH
 
@@ -242,17 +259,15 @@ def _apply_one_by_one(reports: list[QueuedReport]) -> int:
     return parked_applied
 
 
-def _read(r, block: int | None) -> list:
-    """The oldest entries (applied ones are trimmed away), waiting up to `block` ms for one when
-    there are none."""
-    answer = r.xread({STREAM: "0-0"}, count=BATCH, block=block)
+def _read(r, position: str, block: int | None) -> list:
+    try:
+        answer = r.xreadgroup(GROUP, CONSUMER, {STREAM: position}, count=BATCH, block=block)
+    except ResponseError as exc:  # the stream or group was deleted (e.g. a flushed Redis)
+        if "NOGROUP" not in str(exc):
+            raise
+        _create_group(r)
+        return []
     return answer[0][1] if answer else []
-
-
-def _after(entry_id: bytes) -> str:
-    """The smallest stream id after this one ("ms-seq")."""
-    ms, seq = entry_id.decode().split("-")
-    return f"{ms}-{int(seq) + 1}"
 
 
 def _from_entry(fields: dict) -> QueuedReport:
