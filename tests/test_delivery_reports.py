@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError
 
 from mpm import create_app, leases
 from mpm.extensions import db
@@ -204,13 +205,14 @@ class _Killed(BaseException):
     """The writer's process dies here (a BaseException: nothing in the writer catches it)."""
 
 
-def _writer_dies(app, monkeypatch, target, name) -> None:
-    """Run the writer as a job that dies when it reaches `target.name`; its lease then expires."""
+def _writer_dies(app, monkeypatch, target, name, replacement=None) -> None:
+    """Run the writer as a job that dies when it reaches `target.name` (or inside `replacement`,
+    put there instead); its lease then expires."""
     def die(*args, **kwargs):
         raise _Killed()
 
     with monkeypatch.context() as patch:
-        patch.setattr(target, name, die)
+        patch.setattr(target, name, replacement or die)
         with app.app_context(), pytest.raises(_Killed):
             delivery.write_reports()
     redis_connection().delete("mpm:lease:" + delivery.WRITER_LEASE)
@@ -229,19 +231,47 @@ def test_a_batch_a_writer_died_on_before_its_commit_is_applied_by_the_next(app, 
     assert redis_connection().xlen(delivery.STREAM) == 0
 
 
-def test_a_batch_a_writer_died_on_after_its_commit_changes_nothing_again(app, client, at, monkeypatch):
+def test_a_batch_a_writer_died_on_after_its_commit_is_not_applied_again(app, client, at, monkeypatch):
     sms = _message(at, "ATXid_1")
     _report(client, at, "ATXid_1")
-    # Committed, then killed before the batch was acknowledged: the next writer reads it again.
+    # Committed, then killed before the batch was acknowledged: the next writer reads it again and
+    # only acknowledges it (the database knows that batch), without a second "ignored" event.
     _writer_dies(app, monkeypatch, type(redis_connection().pipeline()), "execute")
     assert _row(sms.id).status == "delivered"
     assert redis_connection().xlen(delivery.STREAM) == 1
+    later = _message(at, "ATXid_2", number="+254712345679")
+    _report(client, at, "ATXid_2", number="+254712345679")  # came meanwhile: applied by the same writer
     delivery.ensure_report_writer()
     drain_reports(app)
-    events = _callback_events(sms.id)
-    assert _row(sms.id).status == "delivered"
-    assert [status for status, detail in events if not detail.startswith("ignored")] == ["delivered"]
-    assert len(events) == 2 and events[1][1].startswith("ignored delivered: message is already delivered")
+    assert _callback_events(sms.id) == [("delivered", "AfricasTalking: Success")]
+    assert _row(later.id).status == "delivered" and len(_callback_events(later.id)) == 1
+    assert redis_connection().xlen(delivery.STREAM) == 0
+
+
+def test_of_a_batch_a_writer_applied_report_by_report_only_the_rest_is_applied_again(app, client, at, monkeypatch):
+    messages = [_message(at, f"ATXid_{i}", number=f"+25471234567{i}") for i in range(3)]
+    for i in range(3):
+        _report(client, at, f"ATXid_{i}", number=f"+25471234567{i}")
+    # The batch as a whole was refused (a report the database will not take): one transaction per
+    # report. The writer dies on the third, after the first two were committed.
+    single = []
+
+    def refuse_batches_die_on_the_third(reports):
+        if len(reports) > 1:
+            raise DataError("INSERT …", {}, Exception("value too long"))
+        single.append(reports)
+        if len(single) == 3:
+            raise _Killed()
+        return apply_reports(reports)
+
+    apply_reports = delivery.apply_reports
+    _writer_dies(app, monkeypatch, delivery, "apply_reports", refuse_batches_die_on_the_third)
+    assert [_row(m.id).status for m in messages] == ["delivered", "delivered", "sent"]
+    delivery.ensure_report_writer()
+    drain_reports(app)
+    for sms in messages:
+        assert _row(sms.id).status == "delivered"
+        assert len(_callback_events(sms.id)) == 1
     assert redis_connection().xlen(delivery.STREAM) == 0
 
 

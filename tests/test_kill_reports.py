@@ -85,4 +85,7 @@ def test_killing_the_report_writer_loses_no_report_and_moves_no_status_twice(app
                                                     ~SmsEvent.detail.startswith("ignored"))
         .group_by(SmsEvent.sms_id)).all())
     assert len(moves) == MESSAGES and set(moves.values()) == {1}  # each message moved once, by one report
+    logged = db.session.scalar(select(func.count()).select_from(SmsEvent).where(
+        SmsEvent.company_id == company.id, SmsEvent.kind == "callback"))
+    assert logged == MESSAGES + MESSAGES // 2  # every report in the log once, however the kills fell
     assert db.session.scalar(select(func.count()).select_from(ParkedReport)) == 0

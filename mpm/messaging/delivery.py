@@ -4,7 +4,8 @@ Delivery reports come by the thousand in bursts, so the callback endpoint only a
 durable queue in Redis (a stream with a consumer group) and answers; the report writer (a job on the
 `high` lane) drains it in batches and applies each batch with set-based statements through the
 ledger. A report leaves the stream only after its batch is committed: a killed writer or a database
-outage leaves it there for the next writer.
+outage leaves it there for the next writer. Each batch's transaction records which stream entries it
+applied (AppliedReports), so a batch committed but not yet removed is not applied twice.
 
 Status only moves forward (mpm.messaging.status): a late or repeated report changes nothing but the
 event log. A report for a provider id we do not know yet (it beat the send's answer) is parked in
@@ -25,13 +26,15 @@ from datetime import timedelta
 from flask import current_app
 from redis.exceptions import ResponseError
 from sqlalchemy import delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from mpm.extensions import db
 from mpm.gateways.base import DeliveryReport
 from mpm.messaging import ledger
 from mpm.messaging import status as st
-from mpm.models import GatewaySetting, ParkedReport, Person, Sms
+from mpm.models import AppliedReports, GatewaySetting, ParkedReport, Person, Sms
 from mpm.models.base import utcnow
 from mpm import jobs, leases
 from mpm.queue import redis_connection
@@ -220,43 +223,92 @@ def _create_group(r) -> None:
 
 def _cycle(r) -> tuple[int, bool]:
     """One batch: this consumer's unacknowledged entries first (a batch a crash or outage left),
-    else new ones; plus parked reports whose id now exists. Returns (reports handled, whether a full
-    batch suggests more are waiting)."""
+    else new ones; plus parked reports whose id now exists. Returns (reports handled, whether more
+    may be waiting)."""
     entries = _read(r, "0", block=None)
-    if not entries:
-        entries = _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
+    if entries:
+        # Left by a writer that died: the part its commit already applied is only acknowledged.
+        first, last = _applied_range()
+        fresh = [(entry_id, fields) for entry_id, fields in entries if not first <= _stream_id(entry_id) <= last]
+    else:
+        entries = fresh = _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
     r.delete(PARKED_READY)  # any id stored before this point is seen by the parked query below
-    reports = [_from_entry(fields) for _, fields in entries]
+    reports = [_from_entry(fields) for _, fields in fresh]
     parked = _parked_now_matching()
     if not reports and not parked:
         db.session.rollback()
-        return 0, False
+        if entries:
+            _acknowledge(r, entries)
+        return 0, bool(entries)
     try:
         parked_applied = apply_reports(parked + reports)
+        if fresh:
+            _mark_applied(fresh[0][0], fresh[-1][0])
         db.session.commit()
     except (DataError, IntegrityError):  # a report the database will not take must not block the others
         db.session.rollback()
-        parked_applied = _apply_one_by_one(parked + reports)
+        parked_applied = _apply_one_by_one(parked, fresh)
     if entries:
-        ids = [entry_id for entry_id, _ in entries]
-        pipe = r.pipeline(transaction=False)
-        pipe.xack(STREAM, GROUP, *ids)
-        pipe.xdel(STREAM, *ids)
-        pipe.execute()
+        _acknowledge(r, entries)
     # A parked report that still finds no message (two reports for one unconfirmed message) is not work done.
     return len(reports) + parked_applied, len(entries) >= BATCH or parked_applied >= BATCH
 
 
-def _apply_one_by_one(reports: list[QueuedReport]) -> int:
+def _acknowledge(r, entries: list) -> None:
+    ids = [entry_id for entry_id, _ in entries]
+    pipe = r.pipeline(transaction=False)
+    pipe.xack(STREAM, GROUP, *ids)
+    pipe.xdel(STREAM, *ids)
+    pipe.execute()
+
+
+def _apply_one_by_one(parked: list[QueuedReport], fresh: list) -> int:
+    """Each report in its own transaction (the stream's with the mark of how far it got)."""
     parked_applied = 0
-    for report in reports:
+    for report in parked:
         try:
             parked_applied += apply_reports([report])
             db.session.commit()
         except (DataError, IntegrityError):
             db.session.rollback()
             log.exception("report writer: dropped a delivery report the database refused: %r", report)
+    for entry_id, fields in fresh:
+        report = _from_entry(fields)
+        try:
+            apply_reports([report])
+            _mark_applied(fresh[0][0], entry_id)
+            db.session.commit()
+        except (DataError, IntegrityError):
+            db.session.rollback()
+            log.exception("report writer: dropped a delivery report the database refused: %r", report)
     return parked_applied
+
+
+def _stream_id(entry_id) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _applied_range() -> tuple[tuple[int, int], tuple[int, int]]:
+    """The stream ids of the last committed batch; an empty range when none was recorded."""
+    row = db.session.execute(select(AppliedReports.first_id, AppliedReports.last_id)
+                             .where(AppliedReports.stream == STREAM)).first()
+    if row is None:
+        return (1, 0), (0, 0)
+    return _stream_id(row.first_id), _stream_id(row.last_id)
+
+
+def _mark_applied(first_id, last_id) -> None:
+    """In the batch's transaction: these entries are applied (ids as the stream gives them)."""
+    values = {"first_id": _text(first_id), "last_id": _text(last_id)}
+    dialect = db.session.get_bind().dialect.name
+    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(upsert(AppliedReports).values(stream=STREAM, **values)
+                       .on_conflict_do_update(index_elements=["stream"], set_=values))
+
+
+def _text(entry_id) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
 def _read(r, position: str, block: int | None) -> list:

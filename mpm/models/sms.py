@@ -112,3 +112,15 @@ class ParkedReport(TenantMixin, db.Model):
     raw_status: Mapped[str] = mapped_column(String(40), default="")
     number: Mapped[str] = mapped_column(String(20), default="")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class AppliedReports(db.Model):
+    """The stream entries of the report writer's last committed batch, written in that batch's
+    transaction: a writer that died after its commit but before removing the batch from Redis
+    leaves them unacknowledged, and the next writer acknowledges them without applying them again."""
+
+    __tablename__ = "applied_reports"
+
+    stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_id: Mapped[str] = mapped_column(String(40))  # Redis stream ids ("<ms>-<seq>"), inclusive
+    last_id: Mapped[str] = mapped_column(String(40))
