@@ -3,6 +3,7 @@ batches; reports that beat their provider id are parked and applied later; Afric
 for unknown ids find their `unconfirmed` message; nothing is lost when the database or the writer
 is down."""
 import logging
+import threading
 from datetime import timedelta
 
 import pytest
@@ -270,6 +271,49 @@ def test_of_a_batch_a_writer_applied_report_by_report_only_the_rest_is_applied_a
     delivery.ensure_report_writer()
     drain_reports(app)
     for sms in messages:
+        assert _row(sms.id).status == "delivered"
+        assert len(_callback_events(sms.id)) == 1
+    assert redis_connection().xlen(delivery.STREAM) == 0
+
+
+def test_a_second_writer_holding_the_same_batch_waits_for_the_first_and_applies_nothing_twice(
+        app, client, at, monkeypatch):
+    earlier = _message(at, "ATXid_earlier", number="+254712345600")
+    _report(client, at, "ATXid_earlier", number="+254712345600")
+    drain_reports(app)  # an earlier batch: the writers' record of the last batch exists
+    messages = [_message(at, f"ATXid_{i}", number=f"+25471234567{i}") for i in range(3)]
+    for i in range(3):
+        _report(client, at, f"ATXid_{i}", number=f"+25471234567{i}")
+    # The first writer has applied the batch and not committed yet when a second writer (its lease
+    # lapsed meanwhile) reads the same entries, still unacknowledged.
+    applied, go_on = threading.Event(), threading.Event()
+    mark_applied = delivery._mark_applied
+
+    def mark_then_wait(first_id, last_id):
+        mark_applied(first_id, last_id)
+        if threading.current_thread().name == "first-writer":
+            applied.set()
+            assert go_on.wait(30)
+
+    monkeypatch.setattr(delivery, "_mark_applied", mark_then_wait)
+    handled = {}
+
+    def writer(name):
+        with app.app_context():
+            handled[name] = delivery.write_reports()
+            db.session.remove()
+
+    first = threading.Thread(target=writer, args=("first",), name="first-writer")
+    first.start()
+    assert applied.wait(30)
+    second = threading.Thread(target=writer, args=("second",), name="second-writer")
+    second.start()
+    second.join(0.5)  # it waits for the first one's transaction
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert handled == {"first": 3, "second": 0}
+    for sms in [earlier, *messages]:
         assert _row(sms.id).status == "delivered"
         assert len(_callback_events(sms.id)) == 1
     assert redis_connection().xlen(delivery.STREAM) == 0

@@ -45,8 +45,8 @@ STREAM = "mpm:reports"
 GROUP = "writers"
 # One writer at a time (the lease, with the running writer's token; a writer stuck past its lease
 # stops after its batch when it finds another holder). Its unacknowledged entries are read again
-# first by the next one; two writers at once may both read that backlog: the compare-and-set keeps
-# the status right; only the "ignored" events would be doubled.
+# first by the next one; two writers at once may both read that backlog: the second waits for the
+# first one's batch to commit and then only acknowledges it (AppliedReports).
 CONSUMER = "writer"
 WRITER_LEASE = "report-writer"
 PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored that parked reports may wait for
@@ -225,14 +225,13 @@ def _cycle(r) -> tuple[int, bool]:
     """One batch: this consumer's unacknowledged entries first (a batch a crash or outage left),
     else new ones; plus parked reports whose id now exists. Returns (reports handled, whether more
     may be waiting)."""
-    entries = _read(r, "0", block=None)
-    if entries:
-        # Left by a writer that died: the part its commit already applied is only acknowledged.
-        first, last = _applied_range()
-        fresh = [(entry_id, fields) for entry_id, fields in entries if not first <= _stream_id(entry_id) <= last]
-    else:
-        entries = fresh = _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS))
+    entries = (_read(r, "0", block=None)
+               or _read(r, ">", block=current_app.config.get("REPORT_WRITER_IDLE_MS", IDLE_BLOCK_MS)))
     r.delete(PARKED_READY)  # any id stored before this point is seen by the parked query below
+    # Entries a committed batch already applied (its writer died before removing them, or a second
+    # writer holds them too) are only acknowledged.
+    first, last = _applied_range()
+    fresh = [(entry_id, fields) for entry_id, fields in entries if not first <= _stream_id(entry_id) <= last]
     reports = [_from_entry(fields) for _, fields in fresh]
     parked = _parked_now_matching()
     if not reports and not parked:
@@ -290,21 +289,32 @@ def _stream_id(entry_id) -> tuple[int, int]:
 
 
 def _applied_range() -> tuple[tuple[int, int], tuple[int, int]]:
-    """The stream ids of the last committed batch; an empty range when none was recorded."""
-    row = db.session.execute(select(AppliedReports.first_id, AppliedReports.last_id)
-                             .where(AppliedReports.stream == STREAM)).first()
-    if row is None:
+    """The stream ids of the last committed batch (an empty range before the first). Locks the
+    record until this batch commits (PostgreSQL; SQLite has one writer at a time anyway), so a second
+    writer waits for the first one's batch and then sees it."""
+    query = (select(AppliedReports.first_id, AppliedReports.last_id)
+             .where(AppliedReports.stream == STREAM).with_for_update())
+    row = db.session.execute(query).first()
+    if row is None:  # the first batch: the record a second writer waits on (its insert waits for ours)
+        _upsert_applied_range(None, None, replace=False)
+        row = db.session.execute(query).first()
+    if row.first_id is None:
         return (1, 0), (0, 0)
     return _stream_id(row.first_id), _stream_id(row.last_id)
 
 
 def _mark_applied(first_id, last_id) -> None:
     """In the batch's transaction: these entries are applied (ids as the stream gives them)."""
-    values = {"first_id": _text(first_id), "last_id": _text(last_id)}
+    _upsert_applied_range(_text(first_id), _text(last_id), replace=True)
+
+
+def _upsert_applied_range(first_id: str | None, last_id: str | None, *, replace: bool) -> None:
     dialect = db.session.get_bind().dialect.name
-    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    db.session.execute(upsert(AppliedReports).values(stream=STREAM, **values)
-                       .on_conflict_do_update(index_elements=["stream"], set_=values))
+    values = {"first_id": first_id, "last_id": last_id}
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(AppliedReports).values(
+        stream=STREAM, **values)
+    db.session.execute(statement.on_conflict_do_update(index_elements=["stream"], set_=values) if replace
+                       else statement.on_conflict_do_nothing(index_elements=["stream"]))
 
 
 def _text(entry_id) -> str:

@@ -122,5 +122,7 @@ class AppliedReports(db.Model):
     __tablename__ = "applied_reports"
 
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
-    first_id: Mapped[str] = mapped_column(String(40))  # Redis stream ids ("<ms>-<seq>"), inclusive
-    last_id: Mapped[str] = mapped_column(String(40))
+    # Redis stream ids ("<ms>-<seq>"), inclusive; none before the first batch. The row itself exists
+    # from the first batch on: a second writer locks it to wait for the first one's batch.
+    first_id: Mapped[str | None] = mapped_column(String(40))
+    last_id: Mapped[str | None] = mapped_column(String(40))
