@@ -2,6 +2,7 @@
 batches; reports that beat their provider id are parked and applied later; AfricasTalking reports
 for unknown ids find their `unconfirmed` message; nothing is lost when the database or the writer
 is down."""
+import json
 import logging
 import threading
 from datetime import timedelta
@@ -14,7 +15,7 @@ from mpm import create_app, leases
 from mpm.extensions import db
 from mpm.messaging import delivery
 from mpm.messaging import status as st
-from mpm.models import ParkedReport, Sms, SmsEvent
+from mpm.models import AppliedReports, ParkedReport, Sms, SmsEvent
 from mpm.models.base import utcnow
 from mpm.plugins.gateway_settings import gateway_setting
 from mpm.queue import redis_connection
@@ -289,8 +290,8 @@ def test_a_second_writer_holding_the_same_batch_waits_for_the_first_and_applies_
     applied, go_on = threading.Event(), threading.Event()
     mark_applied = delivery._mark_applied
 
-    def mark_then_wait(first_id, last_id):
-        mark_applied(first_id, last_id)
+    def mark_then_wait(*args):
+        mark_applied(*args)
         if threading.current_thread().name == "first-writer":
             applied.set()
             assert go_on.wait(30)
@@ -317,6 +318,25 @@ def test_a_second_writer_holding_the_same_batch_waits_for_the_first_and_applies_
         assert _row(sms.id).status == "delivered"
         assert len(_callback_events(sms.id)) == 1
     assert redis_connection().xlen(delivery.STREAM) == 0
+
+
+def test_a_new_stream_whose_ids_repeat_the_last_applied_batch_is_applied_in_full(app, client, at):
+    first = _message(at, "ATXid_1")
+    _report(client, at, "ATXid_1")
+    drain_reports(app)
+    with app.app_context():
+        [applied_id] = [row.last_id for row in db.session.scalars(select(AppliedReports))]
+    # Redis flushed (or replaced by one whose clock is behind): the new stream gives the same ids.
+    later = _message(at, "ATXid_2", number="+254712345679")
+    r = redis_connection()
+    r.flushdb()
+    r.xadd(delivery.STREAM, {"r": json.dumps([at.id, "africastalking", "ATXid_2", "delivered", "AfricasTalking: Success",
+                                              "Success", "+254712345679"])}, id=applied_id)
+    delivery.ensure_report_writer()
+    drain_reports(app)
+    assert _row(first.id).status == "delivered"
+    assert _row(later.id).status == "delivered"
+    assert r.xlen(delivery.STREAM) == 0
 
 
 def test_a_writer_whose_lease_another_writer_took_stops_after_its_batch(app, client, at, monkeypatch):

@@ -49,6 +49,7 @@ GROUP = "writers"
 # first one's batch to commit and then only acknowledges it (AppliedReports).
 CONSUMER = "writer"
 WRITER_LEASE = "report-writer"
+STREAM_EPOCH = "mpm:reports:epoch"  # changes when the stream is created again (see _stream_epoch)
 PARKED_READY = "mpm:reports:parked-ready"  # set when provider ids were stored that parked reports may wait for
 BATCH = 1000
 BUDGET_SECONDS = 1.5
@@ -219,6 +220,18 @@ def _create_group(r) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+        return
+    r.set(STREAM_EPOCH, uuid.uuid4().hex)  # a new stream: the ids of the last applied batch are not its ids
+
+
+def _stream_epoch(r) -> str:
+    """Which stream the ids of an applied batch belong to: a new one when the stream or its group
+    was created again (a flushed or replaced Redis), whose ids may repeat the old ones."""
+    epoch = r.get(STREAM_EPOCH)
+    if epoch is None:
+        r.set(STREAM_EPOCH, uuid.uuid4().hex, nx=True)
+        epoch = r.get(STREAM_EPOCH)
+    return epoch.decode()
 
 
 def _cycle(r) -> tuple[int, bool]:
@@ -230,7 +243,8 @@ def _cycle(r) -> tuple[int, bool]:
     r.delete(PARKED_READY)  # any id stored before this point is seen by the parked query below
     # Entries a committed batch already applied (its writer died before removing them, or a second
     # writer holds them too) are only acknowledged.
-    first, last = _applied_range()
+    epoch = _stream_epoch(r)
+    first, last = _applied_range(epoch)
     fresh = [(entry_id, fields) for entry_id, fields in entries if not first <= _stream_id(entry_id) <= last]
     reports = [_from_entry(fields) for _, fields in fresh]
     parked = _parked_now_matching()
@@ -242,11 +256,11 @@ def _cycle(r) -> tuple[int, bool]:
     try:
         parked_applied = apply_reports(parked + reports)
         if fresh:
-            _mark_applied(fresh[0][0], fresh[-1][0])
+            _mark_applied(epoch, fresh[0][0], fresh[-1][0])
         db.session.commit()
     except (DataError, IntegrityError):  # a report the database will not take must not block the others
         db.session.rollback()
-        parked_applied = _apply_one_by_one(parked, fresh)
+        parked_applied = _apply_one_by_one(parked, fresh, epoch)
     if entries:
         _acknowledge(r, entries)
     # A parked report that still finds no message (two reports for one unconfirmed message) is not work done.
@@ -261,7 +275,7 @@ def _acknowledge(r, entries: list) -> None:
     pipe.execute()
 
 
-def _apply_one_by_one(parked: list[QueuedReport], fresh: list) -> int:
+def _apply_one_by_one(parked: list[QueuedReport], fresh: list, epoch: str) -> int:
     """Each report in its own transaction (the stream's with the mark of how far it got)."""
     parked_applied = 0
     for report in parked:
@@ -275,7 +289,7 @@ def _apply_one_by_one(parked: list[QueuedReport], fresh: list) -> int:
         report = _from_entry(fields)
         try:
             apply_reports([report])
-            _mark_applied(fresh[0][0], entry_id)
+            _mark_applied(epoch, fresh[0][0], entry_id)
             db.session.commit()
         except (DataError, IntegrityError):
             db.session.rollback()
@@ -288,29 +302,29 @@ def _stream_id(entry_id) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _applied_range() -> tuple[tuple[int, int], tuple[int, int]]:
-    """The stream ids of the last committed batch (an empty range before the first). Locks the
-    record until this batch commits (PostgreSQL; SQLite has one writer at a time anyway), so a second
-    writer waits for the first one's batch and then sees it."""
-    query = (select(AppliedReports.first_id, AppliedReports.last_id)
+def _applied_range(epoch: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The stream ids of the last committed batch, if it was of this stream (else an empty range).
+    Locks the record until this batch commits (PostgreSQL; SQLite has one writer at a time anyway),
+    so a second writer waits for the first one's batch and then sees it."""
+    query = (select(AppliedReports.epoch, AppliedReports.first_id, AppliedReports.last_id)
              .where(AppliedReports.stream == STREAM).with_for_update())
     row = db.session.execute(query).first()
     if row is None:  # the first batch: the record a second writer waits on (its insert waits for ours)
-        _upsert_applied_range(None, None, replace=False)
+        _upsert_applied_range(None, None, None, replace=False)
         row = db.session.execute(query).first()
-    if row.first_id is None:
+    if row.epoch != epoch or row.first_id is None:
         return (1, 0), (0, 0)
     return _stream_id(row.first_id), _stream_id(row.last_id)
 
 
-def _mark_applied(first_id, last_id) -> None:
+def _mark_applied(epoch: str, first_id, last_id) -> None:
     """In the batch's transaction: these entries are applied (ids as the stream gives them)."""
-    _upsert_applied_range(_text(first_id), _text(last_id), replace=True)
+    _upsert_applied_range(epoch, _text(first_id), _text(last_id), replace=True)
 
 
-def _upsert_applied_range(first_id: str | None, last_id: str | None, *, replace: bool) -> None:
+def _upsert_applied_range(epoch: str | None, first_id: str | None, last_id: str | None, *, replace: bool) -> None:
     dialect = db.session.get_bind().dialect.name
-    values = {"first_id": first_id, "last_id": last_id}
+    values = {"epoch": epoch, "first_id": first_id, "last_id": last_id}
     statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(AppliedReports).values(
         stream=STREAM, **values)
     db.session.execute(statement.on_conflict_do_update(index_elements=["stream"], set_=values) if replace

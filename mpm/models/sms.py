@@ -122,6 +122,9 @@ class AppliedReports(db.Model):
     __tablename__ = "applied_reports"
 
     stream: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Which stream: a stream created again (a flushed or replaced Redis) has a new epoch and may
+    # give the same ids again.
+    epoch: Mapped[str | None] = mapped_column(String(32))
     # Redis stream ids ("<ms>-<seq>"), inclusive; none before the first batch. The row itself exists
     # from the first batch on: a second writer locks it to wait for the first one's batch.
     first_id: Mapped[str | None] = mapped_column(String(40))

@@ -19,6 +19,7 @@ depends_on = None
 def upgrade():
     op.create_table('applied_reports',
     sa.Column('stream', sa.String(length=64), nullable=False),
+    sa.Column('epoch', sa.String(length=32), nullable=True),
     sa.Column('first_id', sa.String(length=40), nullable=True),
     sa.Column('last_id', sa.String(length=40), nullable=True),
     sa.PrimaryKeyConstraint('stream', name=op.f('pk_applied_reports'))
