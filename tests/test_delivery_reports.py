@@ -320,6 +320,47 @@ def test_a_second_writer_holding_the_same_batch_waits_for_the_first_and_applies_
     assert redis_connection().xlen(delivery.STREAM) == 0
 
 
+def test_a_writer_going_report_by_report_skips_what_another_writer_applied_meanwhile(app, client, at, monkeypatch):
+    messages = [_message(at, f"ATXid_{i}", number=f"+25471234567{i}") for i in range(3)]
+    for i in range(3):
+        _report(client, at, f"ATXid_{i}", number=f"+25471234567{i}")
+    # The second writer's batch is refused as a whole; before it goes report by report, the first
+    # writer (whose lease lapsed meanwhile) applies the same entries as one batch.
+    apply_reports, one_by_one = delivery.apply_reports, delivery._apply_one_by_one
+    refused, first_done = threading.Event(), threading.Event()
+
+    def refuse_in_the_second(reports):
+        if len(reports) > 1 and threading.current_thread().name == "second-writer":
+            raise DataError("INSERT …", {}, Exception("value too long"))
+        return apply_reports(reports)
+
+    def wait_for_the_first(*args):
+        refused.set()
+        assert first_done.wait(30)
+        return one_by_one(*args)
+
+    monkeypatch.setattr(delivery, "apply_reports", refuse_in_the_second)
+    monkeypatch.setattr(delivery, "_apply_one_by_one", wait_for_the_first)
+
+    def writer():
+        with app.app_context():
+            delivery.write_reports()
+            db.session.remove()
+
+    second = threading.Thread(target=writer, name="second-writer")
+    second.start()
+    assert refused.wait(30)
+    first = threading.Thread(target=writer, name="first-writer")
+    first.start()
+    first.join(30)
+    first_done.set()
+    second.join(30)
+    for sms in messages:
+        assert _row(sms.id).status == "delivered"
+        assert len(_callback_events(sms.id)) == 1
+    assert redis_connection().xlen(delivery.STREAM) == 0
+
+
 def test_a_new_stream_whose_ids_repeat_the_last_applied_batch_is_applied_in_full(app, client, at):
     first = _message(at, "ATXid_1")
     _report(client, at, "ATXid_1")

@@ -288,8 +288,10 @@ def _apply_one_by_one(parked: list[QueuedReport], fresh: list, epoch: str) -> in
     for entry_id, fields in fresh:
         report = _from_entry(fields)
         try:
-            apply_reports([report])
-            _mark_applied(epoch, fresh[0][0], entry_id)
+            first, last = _applied_range(epoch)  # locked again: another writer may have applied it meanwhile
+            if not first <= _stream_id(entry_id) <= last:
+                apply_reports([report])
+                _mark_applied(epoch, fresh[0][0], entry_id)
             db.session.commit()
         except (DataError, IntegrityError):
             db.session.rollback()
